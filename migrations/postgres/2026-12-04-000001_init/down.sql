@@ -1,0 +1,3 @@
+DROP TABLE webhook_settings;
+DROP TABLE api_keys;
+DROP TABLE accounts;

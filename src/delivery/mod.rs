@@ -1,0 +1,3 @@
+//! Webhook delivery: the outbox worker, the guarded HTTP client and signing.
+
+pub mod resolver;

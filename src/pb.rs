@@ -1,0 +1,9 @@
+//! The generated protobuf types and gRPC stubs of `interview_webhooks.v1`.
+
+#![allow(missing_docs)]
+
+tonic::include_proto!("interview_webhooks.v1");
+
+/// The encoded descriptors of our protos, served by reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("interview_webhooks_descriptor");

@@ -1,0 +1,123 @@
+//! Starting and stopping the service: database preparation, the gRPC and HTTP servers on
+//! already-bound listeners, and a graceful shutdown when the given future resolves.
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::domain::url_guard::TargetPolicy;
+use crate::service::App;
+use crate::storage::{self, DatabaseUrl, Db, accounts};
+
+/// Name of the account the first `serve` creates on an empty database.
+pub const BOOTSTRAP_ACCOUNT: &str = "default";
+
+/// What `run` needs besides its listeners.
+#[derive(Clone)]
+pub struct Options {
+    /// Which webhook targets are accepted.
+    pub policy: TargetPolicy,
+}
+
+/// Connects, applies pending migrations and opens the pool. When the database has no account
+/// yet, creates one and returns its API key (to be shown once).
+pub async fn prepare(url: &DatabaseUrl) -> anyhow::Result<(Db, Option<String>)> {
+    let url = url.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = url
+            .connect()
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", url.redacted()))?;
+        storage::migrate(&mut conn)?;
+
+        let bootstrap_key = if accounts::any_account(&mut conn)? {
+            None
+        } else {
+            Some(accounts::create_key(
+                &mut conn,
+                BOOTSTRAP_ACCOUNT,
+                storage::now_ms(),
+            )?)
+        };
+        drop(conn);
+
+        Ok((Db::open(&url)?, bootstrap_key))
+    })
+    .await?
+}
+
+/// Serves gRPC on `grpc` and REST on `http` until `shutdown` resolves, then stops accepting
+/// and lets in-flight requests finish.
+pub async fn run(
+    db: Db,
+    options: Options,
+    grpc: TcpListener,
+    http: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = App::new(db, options.policy);
+    let stop = CancellationToken::new();
+
+    let (routes, health) = crate::grpc::routes(app.clone())?;
+    health
+        .set_service_status(
+            "interview_webhooks.v1.WebhookSettings",
+            tonic_health::ServingStatus::Serving,
+        )
+        .await;
+
+    info!(
+        grpc.addr = %grpc.local_addr()?,
+        http.addr = %http.local_addr()?,
+        "serving"
+    );
+
+    let grpc_server = tonic::transport::Server::builder()
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stop.clone().cancelled_owned());
+    let http_server = axum::serve(http, crate::http::router(app))
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
+
+    let watcher = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            info!("shutting down: finishing in-flight requests");
+            stop.cancel();
+        })
+    };
+
+    let result = tokio::try_join!(
+        async { grpc_server.await.map_err(anyhow::Error::from) },
+        async { http_server.await.map_err(anyhow::Error::from) },
+    );
+    watcher.abort();
+    result?;
+    info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
