@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &[
                 "proto/interview_webhooks/v1/settings.proto",
                 "proto/interview_webhooks/v1/events.proto",
+                // Only for reflection: lets grpcurl decode our error details.
+                "proto/google/rpc/error_details.proto",
             ],
             &["proto"],
         )?;

@@ -20,10 +20,17 @@ pub const API_KEY_METADATA: &str = "apikey";
 pub fn routes(app: App) -> anyhow::Result<(Routes, tonic_health::server::HealthReporter)> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
 
+    // Both reflection versions describe every service, themselves included, so that
+    // `grpcurl list` shows the same set whichever version the client speaks.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
