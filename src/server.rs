@@ -15,8 +15,8 @@ use crate::storage::{self, DatabaseUrl, Db, accounts};
 /// Name of the account the first `serve` creates on an empty database.
 pub const BOOTSTRAP_ACCOUNT: &str = "default";
 
-/// What `run` needs besides its listeners.
-#[derive(Clone)]
+/// What `run` needs besides its listeners. Tests and benchmarks start from `default()`.
+#[derive(Clone, Default)]
 pub struct Options {
     /// Which webhook targets are accepted.
     pub policy: TargetPolicy,
