@@ -4,6 +4,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::config::{ApiKeysCommand, Cli, Command, DatabaseArgs, ServeArgs};
+use crate::delivery::DeliveryOptions;
 use crate::domain::url_guard::TargetPolicy;
 use crate::server::{self, Options};
 use crate::storage::{self, DatabaseUrl, accounts};
@@ -43,6 +44,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let options = Options {
         policy: TargetPolicy {
             allow_private: args.allow_private_webhook_targets,
+        },
+        delivery: DeliveryOptions {
+            schedule: args.retry_schedule,
+            connect_timeout: args.delivery_connect_timeout,
+            timeout: args.delivery_timeout,
+            concurrency: usize::from(args.delivery_concurrency),
+            retention: args.delivery_retention,
+            ..DeliveryOptions::default()
         },
     };
     server::run(db, options, grpc, http, server::signal()).await

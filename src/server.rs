@@ -8,6 +8,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::delivery::DeliveryOptions;
 use crate::domain::url_guard::TargetPolicy;
 use crate::service::App;
 use crate::storage::{self, DatabaseUrl, Db, accounts};
@@ -20,6 +21,8 @@ pub const BOOTSTRAP_ACCOUNT: &str = "default";
 pub struct Options {
     /// Which webhook targets are accepted.
     pub policy: TargetPolicy,
+    /// How webhooks are delivered.
+    pub delivery: DeliveryOptions,
 }
 
 /// Connects, applies pending migrations and opens the pool. When the database has no account
@@ -48,8 +51,9 @@ pub async fn prepare(url: &DatabaseUrl) -> anyhow::Result<(Db, Option<String>)> 
     .await?
 }
 
-/// Serves gRPC on `grpc` and REST on `http` until `shutdown` resolves, then stops accepting
-/// and lets in-flight requests finish.
+/// Serves gRPC on `grpc` and REST on `http`, and delivers webhooks, until `shutdown`
+/// resolves; then stops accepting, lets in-flight requests finish, and gives in-flight
+/// deliveries the attempt timeout to finish.
 pub async fn run(
     db: Db,
     options: Options,
@@ -57,7 +61,7 @@ pub async fn run(
     http: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = App::new(db, options.policy);
+    let app = App::new(db.clone(), options.policy, &options.delivery)?;
     let stop = CancellationToken::new();
 
     let (routes, health) = crate::grpc::routes(app.clone())?;
@@ -77,8 +81,16 @@ pub async fn run(
     let grpc_server = tonic::transport::Server::builder()
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stop.clone().cancelled_owned());
-    let http_server = axum::serve(http, crate::http::router(app))
+    let http_server = axum::serve(http, crate::http::router(app.clone()))
         .with_graceful_shutdown(stop.clone().cancelled_owned());
+
+    let worker = tokio::spawn(crate::delivery::worker::run(
+        db,
+        app.sender.clone(),
+        options.delivery.clone(),
+        app.wake.clone(),
+        stop.clone(),
+    ));
 
     let watcher = {
         let stop = stop.clone();
@@ -94,6 +106,9 @@ pub async fn run(
         async { http_server.await.map_err(anyhow::Error::from) },
     );
     watcher.abort();
+    // The servers stop on `stop` as well; a server that failed stops the worker here.
+    stop.cancel();
+    let _ = worker.await;
     result?;
     info!("stopped");
     Ok(())

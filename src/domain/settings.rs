@@ -94,6 +94,8 @@ pub struct Webhook {
     pub enabled: bool,
     /// Where it is delivered; always set when enabled.
     pub url: Option<String>,
+    /// Why delivery switched it off, if it did.
+    pub disabled_reason: Option<String>,
 }
 
 /// The credentials sent with every delivery.
@@ -166,6 +168,7 @@ impl Settings {
         let webhook = |w: &Webhook| pb::Webhook {
             status: Some(w.enabled),
             url: w.url.clone(),
+            disabled_reason: w.disabled_reason.clone().unwrap_or_default(),
         };
         let auth = self.auth.as_ref().map(|a| {
             let mut out = pb::WebhookAuth {
@@ -628,6 +631,7 @@ fn merge_webhook(
     Some(Webhook {
         enabled: patch.enabled,
         url,
+        disabled_reason: None,
     })
 }
 

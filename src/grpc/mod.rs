@@ -5,6 +5,7 @@
 //! layer and converts its [`crate::error::Error`] into a `Status` (the one conversion lives in
 //! `error.rs`).
 
+mod events;
 mod settings;
 
 use tonic::service::Routes;
@@ -39,7 +40,10 @@ pub fn routes(app: App) -> anyhow::Result<(Routes, tonic_health::server::HealthR
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(pb::webhook_settings_server::WebhookSettingsServer::new(
-            settings::SettingsGrpc::new(app),
+            settings::SettingsGrpc::new(app.clone()),
+        ))
+        .add_service(pb::webhook_events_server::WebhookEventsServer::new(
+            events::EventsGrpc::new(app),
         ));
     Ok((routes, health_reporter))
 }

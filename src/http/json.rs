@@ -56,6 +56,10 @@ pub struct WebhookBody {
     pub status: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Output only (a GET shows it after a 410 Gone); ignored in a PUT so that a GET's `data`
+    /// can be sent back as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -143,6 +147,7 @@ impl WebhooksBody {
         let webhook = |w: WebhookBody| pb::Webhook {
             status: w.status,
             url: w.url,
+            disabled_reason: String::new(),
         };
         pb::Webhooks {
             start: self.start.map(webhook),
@@ -167,6 +172,7 @@ impl WebhooksBody {
         let webhook = |w: pb::Webhook| WebhookBody {
             status: w.status,
             url: w.url,
+            disabled_reason: Some(w.disabled_reason).filter(|r| !r.is_empty()),
         };
         WebhooksBody {
             start: w.start.map(webhook),

@@ -2,10 +2,15 @@
 //! request. Nothing here knows about gRPC metadata or HTTP; the rules live in [`crate::domain`].
 
 pub mod auth;
+pub mod events;
 pub mod settings;
 
 use std::sync::Arc;
 
+use tokio::sync::Notify;
+
+use crate::delivery::DeliveryOptions;
+use crate::delivery::sender::Sender;
 use crate::domain::url_guard::TargetPolicy;
 use crate::storage::Db;
 
@@ -16,14 +21,29 @@ pub struct App {
     pub auth: Arc<auth::Authenticator>,
     /// Webhook settings.
     pub settings: settings::SettingsService,
+    /// Events and the delivery log.
+    pub events: events::EventsService,
+    /// Sends webhooks (shared with the delivery worker).
+    pub sender: Arc<Sender>,
+    /// Wakes the delivery worker when there is new work.
+    pub wake: Arc<Notify>,
 }
 
 impl App {
     /// Wires the services onto one database.
-    pub fn new(db: Db, policy: TargetPolicy) -> Self {
-        Self {
+    pub fn new(db: Db, policy: TargetPolicy, delivery: &DeliveryOptions) -> anyhow::Result<Self> {
+        let sender = Arc::new(Sender::new(
+            policy,
+            delivery.connect_timeout,
+            delivery.timeout,
+        )?);
+        let wake = Arc::new(Notify::new());
+        Ok(Self {
             auth: Arc::new(auth::Authenticator::new(db.clone())),
-            settings: settings::SettingsService::new(db, policy),
-        }
+            settings: settings::SettingsService::new(db.clone(), policy),
+            events: events::EventsService::new(db, sender.clone(), wake.clone()),
+            sender,
+            wake,
+        })
     }
 }

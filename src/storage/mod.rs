@@ -7,6 +7,7 @@
 //! worker thread: they go through `spawn_blocking` or the writer thread, keeping the span.
 
 pub mod accounts;
+pub mod deliveries;
 pub mod schema;
 pub mod settings;
 mod writer;

@@ -39,9 +39,50 @@ diesel::table! {
         previous_secret_expires_at -> Nullable<BigInt>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        start_disabled_reason -> Nullable<Text>,
+        submission_disabled_reason -> Nullable<Text>,
     }
 }
 
+diesel::table! {
+    deliveries (id) {
+        id -> Text,
+        account_id -> BigInt,
+        ai_interview_id -> BigInt,
+        event -> Text,
+        payload -> Text,
+        idempotency_key -> Nullable<Text>,
+        state -> Text,
+        attempt_count -> BigInt,
+        schedule_step -> BigInt,
+        next_attempt_at -> BigInt,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<BigInt>,
+        last_error -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    delivery_attempts (id) {
+        id -> BigInt,
+        delivery_id -> Text,
+        attempted_at -> BigInt,
+        duration_ms -> BigInt,
+        http_status -> Nullable<Integer>,
+        error -> Nullable<Text>,
+        response_body -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(delivery_attempts -> deliveries (delivery_id));
 diesel::joinable!(api_keys -> accounts (account_id));
 diesel::joinable!(webhook_settings -> accounts (account_id));
-diesel::allow_tables_to_appear_in_same_query!(accounts, api_keys, webhook_settings);
+diesel::allow_tables_to_appear_in_same_query!(
+    accounts,
+    api_keys,
+    webhook_settings,
+    deliveries,
+    delivery_attempts,
+);

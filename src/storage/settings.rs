@@ -5,7 +5,7 @@ use diesel::prelude::*;
 
 use super::schema::webhook_settings::dsl as ws;
 use super::{DbConnection, on_backend};
-use crate::domain::settings::{Auth, Credentials, Patch, Secret, Settings, Webhook};
+use crate::domain::settings::{Auth, Credentials, EventKind, Patch, Secret, Settings, Webhook};
 use crate::domain::signing;
 use crate::error::Error;
 
@@ -71,6 +71,8 @@ struct Row {
     previous_secret_expires_at: Option<i64>,
     created_at: i64,
     updated_at: i64,
+    start_disabled_reason: Option<String>,
+    submission_disabled_reason: Option<String>,
 }
 
 impl Row {
@@ -94,14 +96,17 @@ impl Row {
             previous_secret_expires_at: None,
             created_at: now,
             updated_at: now,
+            start_disabled_reason: None,
+            submission_disabled_reason: None,
         }
     }
 
     fn settings(&self) -> Settings {
-        let webhook = |status: Option<bool>, url: &Option<String>| {
+        let webhook = |status: Option<bool>, url: &Option<String>, reason: &Option<String>| {
             status.map(|enabled| Webhook {
                 enabled,
                 url: url.clone(),
+                disabled_reason: reason.clone(),
             })
         };
         let credentials = match self.auth_type.as_deref() {
@@ -116,8 +121,16 @@ impl Row {
             _ => None,
         };
         Settings {
-            start: webhook(self.start_status, &self.start_url),
-            submission: webhook(self.submission_status, &self.submission_url),
+            start: webhook(
+                self.start_status,
+                &self.start_url,
+                &self.start_disabled_reason,
+            ),
+            submission: webhook(
+                self.submission_status,
+                &self.submission_url,
+                &self.submission_disabled_reason,
+            ),
             auth: credentials.map(|credentials| Auth {
                 enabled: self.auth_status,
                 credentials,
@@ -132,6 +145,14 @@ impl Row {
         self.start_url = settings.start.as_ref().and_then(|w| w.url.clone());
         self.submission_status = settings.submission.as_ref().map(|w| w.enabled);
         self.submission_url = settings.submission.as_ref().and_then(|w| w.url.clone());
+        self.start_disabled_reason = settings
+            .start
+            .as_ref()
+            .and_then(|w| w.disabled_reason.clone());
+        self.submission_disabled_reason = settings
+            .submission
+            .as_ref()
+            .and_then(|w| w.disabled_reason.clone());
 
         self.auth_type = None;
         self.auth_status = true;
@@ -303,4 +324,34 @@ pub fn rotate_signing_secret(
         .set(&row)
         .execute(conn)?;
     Ok(row.secrets())
+}
+
+/// Switches one webhook off because delivery was told to stop (410 Gone), recording why.
+/// Returns false when there was nothing enabled to switch off.
+pub fn disable_webhook(
+    conn: &mut DbConnection,
+    account_id: i64,
+    ai_interview_id: i64,
+    event: EventKind,
+    reason: &str,
+    now: i64,
+) -> Result<bool, Error> {
+    let target = ws::webhook_settings.find((account_id, ai_interview_id));
+    let n = match event {
+        EventKind::Start => diesel::update(target.filter(ws::start_status.eq(true)))
+            .set((
+                ws::start_status.eq(false),
+                ws::start_disabled_reason.eq(reason),
+                ws::updated_at.eq(now),
+            ))
+            .execute(conn)?,
+        EventKind::Submission => diesel::update(target.filter(ws::submission_status.eq(true)))
+            .set((
+                ws::submission_status.eq(false),
+                ws::submission_disabled_reason.eq(reason),
+                ws::updated_at.eq(now),
+            ))
+            .execute(conn)?,
+    };
+    Ok(n == 1)
 }

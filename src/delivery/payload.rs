@@ -1,0 +1,93 @@
+//! What a receiver gets: the JSON body and the delivery id.
+
+use rand::RngCore as _;
+use serde_json::{Map, Value, json};
+
+use crate::domain::settings::EventKind;
+
+/// The body's `type` for an event.
+pub fn event_type(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Start => "ai_interview.started",
+        EventKind::Submission => "ai_interview.submitted",
+    }
+}
+
+/// A new delivery id, `msg_` and 32 hex digits; sent as `webhook-id` on every attempt.
+pub fn new_delivery_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("msg_{hex}")
+}
+
+/// The body: `{"type", "timestamp", "data": {"ai_interview_id", ...publisher's data}}`. The
+/// interview id always wins over a publisher's key of the same name.
+pub fn body(
+    kind: EventKind,
+    ai_interview_id: i64,
+    data: Map<String, Value>,
+    now_ms: i64,
+) -> String {
+    let mut data = data;
+    data.insert("ai_interview_id".to_owned(), json!(ai_interview_id));
+    let timestamp = crate::service::settings::timestamp(now_ms).to_string();
+    json!({
+        "type": event_type(kind),
+        "timestamp": timestamp,
+        "data": data,
+    })
+    .to_string()
+}
+
+/// A protobuf `Struct` as a JSON object.
+pub fn struct_to_json(s: prost_types::Struct) -> Map<String, Value> {
+    s.fields
+        .into_iter()
+        .map(|(k, v)| (k, value_to_json(v)))
+        .collect()
+}
+
+fn value_to_json(v: prost_types::Value) -> Value {
+    use prost_types::value::Kind;
+    match v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(b),
+        Some(Kind::NumberValue(n)) => {
+            // Integral numbers print as integers, as the publisher most likely meant them.
+            if n.fract() == 0.0 && n.abs() < 9.0e15 {
+                json!(n as i64)
+            } else {
+                serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number)
+            }
+        }
+        Some(Kind::StringValue(s)) => Value::String(s),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.into_iter().map(value_to_json).collect()),
+        Some(Kind::StructValue(s)) => Value::Object(struct_to_json(s)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_carries_type_timestamp_and_data_with_the_interview_id() {
+        let mut data = Map::new();
+        data.insert("candidate".into(), json!("ada"));
+        data.insert("ai_interview_id".into(), json!("forged"));
+        let body: Value = serde_json::from_str(&body(EventKind::Submission, 42, data, 0)).unwrap();
+
+        assert_eq!(body["type"], "ai_interview.submitted");
+        assert_eq!(body["timestamp"], "1970-01-01T00:00:00Z");
+        assert_eq!(body["data"]["ai_interview_id"], 42);
+        assert_eq!(body["data"]["candidate"], "ada");
+    }
+
+    #[test]
+    fn ids_are_unique_and_prefixed() {
+        let a = new_delivery_id();
+        assert!(a.starts_with("msg_") && a.len() == 36);
+        assert_ne!(a, new_delivery_id());
+    }
+}

@@ -1,0 +1,369 @@
+//! `PublishEvent` and the delivery log: list, get, redeliver, test event.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tokio::sync::Notify;
+use tracing::info;
+
+use super::auth::AccountId;
+use super::settings::timestamp;
+use crate::delivery::payload;
+use crate::delivery::sender::{Attempted, Outgoing, Sender};
+use crate::domain::settings::{EventKind, check_interview_id};
+use crate::error::{Error, FieldViolation};
+use crate::pb;
+use crate::storage::deliveries::{self, AttemptRow, DeliveryRow, state};
+use crate::storage::{Db, now_ms, settings};
+
+/// The longest idempotency key accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// The largest `data` a publisher may attach, as JSON.
+const MAX_DATA_BYTES: usize = 64 * 1024;
+
+/// Page sizes of `ListDeliveries`.
+const DEFAULT_PAGE_SIZE: i64 = 50;
+const MAX_PAGE_SIZE: i64 = 200;
+
+/// The event operations.
+#[derive(Clone)]
+pub struct EventsService {
+    db: Db,
+    sender: Arc<Sender>,
+    wake: Arc<Notify>,
+}
+
+impl EventsService {
+    /// Events over `db`; `wake` tells the delivery worker there is new work.
+    pub fn new(db: Db, sender: Arc<Sender>, wake: Arc<Notify>) -> Self {
+        Self { db, sender, wake }
+    }
+
+    /// Commits the event to the outbox and returns its delivery, or why nothing is sent.
+    pub async fn publish(
+        &self,
+        account: AccountId,
+        req: pb::PublishEventRequest,
+    ) -> Result<pb::PublishEventResponse, Error> {
+        let mut problems = Vec::new();
+        if req.ai_interview_id <= 0 {
+            problems.push(FieldViolation::new(
+                "ai_interview_id",
+                "required: a positive integer identifying the AI interview",
+            ));
+        }
+        let kind = event_kind(req.event, &mut problems);
+        let key = req.idempotency_key.filter(|k| !k.is_empty());
+        if key.as_ref().is_some_and(|k| k.len() > MAX_IDEMPOTENCY_KEY) {
+            problems.push(FieldViolation::new(
+                "idempotency_key",
+                format!("at most {MAX_IDEMPOTENCY_KEY} characters"),
+            ));
+        }
+        let data = payload::struct_to_json(req.data.unwrap_or_default());
+        if serde_json::to_vec(&data).map_or(0, |v| v.len()) > MAX_DATA_BYTES {
+            problems.push(FieldViolation::new(
+                "data",
+                format!("too large: at most {MAX_DATA_BYTES} bytes as JSON"),
+            ));
+        }
+        let Some(kind) = kind.filter(|_| problems.is_empty()) else {
+            return Err(Error::InvalidArgument(problems));
+        };
+
+        let now = now_ms();
+        let row = DeliveryRow {
+            id: payload::new_delivery_id(),
+            account_id: account.0,
+            ai_interview_id: req.ai_interview_id,
+            event: kind.as_str().to_owned(),
+            payload: payload::body(kind, req.ai_interview_id, data, now),
+            idempotency_key: key,
+            state: state::PENDING.to_owned(),
+            attempt_count: 0,
+            schedule_step: 0,
+            next_attempt_at: now,
+            lease_owner: None,
+            lease_expires_at: None,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let outcome = self
+            .db
+            .write(move |conn| publish_in_tx(conn, row, kind))
+            .await?;
+
+        match outcome {
+            Published::Queued(row, is_new) => {
+                if is_new {
+                    self.wake.notify_one();
+                    info!(
+                        delivery.id = %row.id, account_id = account.0,
+                        ai_interview_id = row.ai_interview_id, event = %row.event,
+                        "event queued for delivery"
+                    );
+                }
+                Ok(pb::PublishEventResponse {
+                    delivery: Some(to_proto(&row, &[])),
+                    skipped_reason: String::new(),
+                })
+            }
+            Published::Skipped(reason) => Ok(pb::PublishEventResponse {
+                delivery: None,
+                skipped_reason: reason,
+            }),
+        }
+    }
+
+    /// One page of an interview's deliveries, newest first.
+    pub async fn list(
+        &self,
+        account: AccountId,
+        req: pb::ListDeliveriesRequest,
+    ) -> Result<pb::ListDeliveriesResponse, Error> {
+        let id = check_interview_id(req.ai_interview_id)?;
+        let state_filter = state_name(req.state)?;
+        let after = match req.page_token.as_str() {
+            "" => None,
+            token => Some(decode_page_token(token)?),
+        };
+        let limit = match i64::from(req.page_size) {
+            n if n <= 0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+
+        let rows = self
+            .db
+            .read(move |c| deliveries::list(c, account.0, id, state_filter, after, limit + 1))
+            .await?;
+        let more = rows.len() as i64 > limit;
+        let rows = &rows[..rows.len().min(limit as usize)];
+        let next_page_token = match rows.last() {
+            Some(last) if more => encode_page_token(last),
+            _ => String::new(),
+        };
+        Ok(pb::ListDeliveriesResponse {
+            deliveries: rows.iter().map(|r| to_proto(r, &[])).collect(),
+            next_page_token,
+        })
+    }
+
+    /// One delivery with every attempt.
+    pub async fn get(&self, account: AccountId, id: String) -> Result<pb::Delivery, Error> {
+        let shown = id.clone();
+        let (row, attempts) = self
+            .db
+            .read(move |c| deliveries::get(c, account.0, &id))
+            .await?
+            .ok_or_else(|| delivery_not_found(&shown))?;
+        Ok(to_proto(&row, &attempts))
+    }
+
+    /// Queues a delivery again, from the start of the retry schedule, keeping its id.
+    pub async fn redeliver(&self, account: AccountId, id: String) -> Result<pb::Delivery, Error> {
+        let shown = id.clone();
+        let row = self
+            .db
+            .write(move |c| deliveries::redeliver(c, account.0, &id, now_ms()))
+            .await?
+            .ok_or_else(|| delivery_not_found(&shown))?;
+        self.wake.notify_one();
+        info!(delivery.id = %row.id, account_id = account.0, "delivery queued again");
+        Ok(to_proto(&row, &[]))
+    }
+
+    /// Sends a test event to the interview's webhook now (enabled or not) and reports the
+    /// receiver's answer. Nothing is queued or retried.
+    pub async fn send_test(
+        &self,
+        account: AccountId,
+        req: pb::SendTestEventRequest,
+    ) -> Result<pb::SendTestEventResponse, Error> {
+        let id = check_interview_id(req.ai_interview_id)?;
+        let mut problems = Vec::new();
+        let Some(kind) = event_kind(req.event, &mut problems) else {
+            return Err(Error::InvalidArgument(problems));
+        };
+
+        let (current, secrets) = self
+            .db
+            .read(move |c| settings::get_for_delivery(c, account.0, id))
+            .await?
+            .ok_or_else(|| Error::interview_not_found(id))?;
+        let url = current
+            .webhook(kind)
+            .and_then(|w| w.url.clone())
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "the {} webhook has no URL; set webhooks.{}.url first",
+                    kind.as_str(),
+                    kind.as_str()
+                ))
+            })?;
+
+        let mut data = serde_json::Map::new();
+        data.insert("test".to_owned(), serde_json::Value::Bool(true));
+        let now = now_ms();
+        let body = payload::body(kind, id, data, now);
+        let webhook_id = payload::new_delivery_id().replacen("msg_", "msg_test_", 1);
+        let in_force = secrets.in_force(now);
+        let attempted = self
+            .sender
+            .send(Outgoing {
+                url: &url,
+                webhook_id: &webhook_id,
+                body: &body,
+                secrets: &in_force,
+                auth: current.auth.as_ref(),
+            })
+            .await;
+
+        info!(
+            account_id = account.0,
+            ai_interview_id = id,
+            event = kind.as_str(),
+            http.status = attempted.status.unwrap_or(0),
+            success = attempted.succeeded(),
+            "test event sent"
+        );
+        Ok(pb::SendTestEventResponse {
+            success: attempted.succeeded(),
+            attempt: Some(attempt_to_proto(&attempted_row(&webhook_id, &attempted))),
+        })
+    }
+}
+
+enum Published {
+    Queued(DeliveryRow, bool),
+    Skipped(String),
+}
+
+fn publish_in_tx(
+    conn: &mut crate::storage::DbConnection,
+    row: DeliveryRow,
+    kind: EventKind,
+) -> Result<Published, Error> {
+    let found = settings::get_for_delivery(conn, row.account_id, row.ai_interview_id)?;
+    let enabled = found
+        .as_ref()
+        .and_then(|(s, _)| s.enabled_url(kind))
+        .is_some();
+    if !enabled {
+        let why = match found {
+            None => format!(
+                "AI interview {} has no webhook settings",
+                row.ai_interview_id
+            ),
+            Some(_) => format!("the {} webhook is disabled or unset", kind.as_str()),
+        };
+        return Ok(Published::Skipped(why));
+    }
+    let (row, is_new) = deliveries::insert(conn, &row)?;
+    Ok(Published::Queued(row, is_new))
+}
+
+fn event_kind(event: i32, problems: &mut Vec<FieldViolation>) -> Option<EventKind> {
+    match pb::Event::try_from(event) {
+        Ok(pb::Event::Start) => Some(EventKind::Start),
+        Ok(pb::Event::Submission) => Some(EventKind::Submission),
+        _ => {
+            problems.push(FieldViolation::new(
+                "event",
+                "required: START or SUBMISSION",
+            ));
+            None
+        }
+    }
+}
+
+fn state_name(state: i32) -> Result<Option<&'static str>, Error> {
+    match pb::DeliveryState::try_from(state) {
+        Ok(pb::DeliveryState::Unspecified) => Ok(None),
+        Ok(pb::DeliveryState::Pending) => Ok(Some(state::PENDING)),
+        Ok(pb::DeliveryState::Succeeded) => Ok(Some(state::SUCCEEDED)),
+        Ok(pb::DeliveryState::Failed) => Ok(Some(state::FAILED)),
+        Ok(pb::DeliveryState::Cancelled) => Ok(Some(state::CANCELLED)),
+        Err(_) => Err(Error::invalid(
+            "state",
+            "one of PENDING, SUCCEEDED, FAILED, CANCELLED",
+        )),
+    }
+}
+
+fn delivery_not_found(id: &str) -> Error {
+    // Echo only ids of our own shape, so the message never repeats arbitrary input.
+    let shown = if id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        id
+    } else {
+        "(that id)"
+    };
+    Error::NotFound(format!("no delivery {shown} for this account"))
+}
+
+fn encode_page_token(last: &DeliveryRow) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}:{}", last.created_at, last.id))
+}
+
+fn decode_page_token(token: &str) -> Result<(i64, String), Error> {
+    let bad = || {
+        Error::invalid(
+            "page_token",
+            "not a token from a previous page; omit it to start over",
+        )
+    };
+    let text =
+        String::from_utf8(URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?).map_err(|_| bad())?;
+    let (created_at, id) = text.split_once(':').ok_or_else(bad)?;
+    Ok((created_at.parse().map_err(|_| bad())?, id.to_owned()))
+}
+
+fn attempted_row(delivery_id: &str, a: &Attempted) -> AttemptRow {
+    AttemptRow {
+        delivery_id: delivery_id.to_owned(),
+        attempted_at: a.at_ms,
+        duration_ms: a.duration.as_millis() as i64,
+        http_status: a.status.map(i32::from),
+        error: a.error.clone(),
+        response_body: a.response_body.clone(),
+    }
+}
+
+fn attempt_to_proto(a: &AttemptRow) -> pb::Attempt {
+    pb::Attempt {
+        time: Some(timestamp(a.attempted_at)),
+        duration_ms: a.duration_ms,
+        http_status: a.http_status.unwrap_or(0),
+        error: a.error.clone().unwrap_or_default(),
+        response_body: a.response_body.clone().unwrap_or_default(),
+    }
+}
+
+/// A delivery as the API shows it.
+pub fn to_proto(row: &DeliveryRow, attempts: &[AttemptRow]) -> pb::Delivery {
+    let event = match EventKind::parse(&row.event) {
+        Some(EventKind::Start) => pb::Event::Start,
+        Some(EventKind::Submission) => pb::Event::Submission,
+        None => pb::Event::Unspecified,
+    };
+    let state = match row.state.as_str() {
+        state::PENDING => pb::DeliveryState::Pending,
+        state::SUCCEEDED => pb::DeliveryState::Succeeded,
+        state::FAILED => pb::DeliveryState::Failed,
+        state::CANCELLED => pb::DeliveryState::Cancelled,
+        _ => pb::DeliveryState::Unspecified,
+    };
+    pb::Delivery {
+        id: row.id.clone(),
+        ai_interview_id: row.ai_interview_id,
+        event: event.into(),
+        state: state.into(),
+        create_time: Some(timestamp(row.created_at)),
+        next_attempt_time: (row.state == state::PENDING).then(|| timestamp(row.next_attempt_at)),
+        attempt_count: row.attempt_count as i32,
+        last_error: row.last_error.clone().unwrap_or_default(),
+        attempts: attempts.iter().map(attempt_to_proto).collect(),
+    }
+}
