@@ -5,6 +5,7 @@
 //! check itself. What is HTTP's alone lives here: the body limit, the content type, the method,
 //! JSON syntax and field types, and the `apiKey` header.
 
+mod events;
 mod json;
 mod settings;
 
@@ -31,10 +32,11 @@ pub const API_KEY_HEADER: &str = "apikey";
 /// The REST routes.
 pub fn router(app: App) -> Router {
     let webhooks = settings::routes();
-    Router::new()
+    let router = Router::new()
         .route("/ai-interviews/settings/webhooks/", webhooks.clone())
         .route("/ai-interviews/settings/webhooks", webhooks)
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(healthz));
+    events::add_routes(router)
         .fallback(not_found)
         .with_state(app)
 }
