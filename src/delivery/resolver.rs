@@ -43,7 +43,8 @@ impl GuardedResolver {
 pub enum ResolveError {
     /// The name is `localhost` in some spelling and the policy does not allow private targets.
     #[error(
-        "webhook host {host} is localhost, which is not allowed; use a publicly reachable host"
+        "webhook host {host} names this machine (a loopback address), which is refused \
+         unless the server runs with --allow-private-webhook-targets"
     )]
     Localhost {
         /// The host name as given.
@@ -160,10 +161,10 @@ pub fn guard_literal_host(url: &Url, policy: TargetPolicy) -> Result<(), String>
         None => return Err("webhook URL has no host".to_owned()),
         Some(Host::Domain(name)) => {
             if is_localhost_name(name) && !policy.allow_private {
-                return Err(format!(
-                    "webhook host {name} is localhost, which is not allowed; \
-                     use a publicly reachable host"
-                ));
+                return Err(ResolveError::Localhost {
+                    host: name.to_owned(),
+                }
+                .to_string());
             }
             return Ok(());
         }
@@ -292,8 +293,8 @@ mod tests {
         }
         assert_eq!(
             resolve_via_trait("localhost", STRICT).await.unwrap_err(),
-            "webhook host localhost is localhost, which is not allowed; use a publicly \
-             reachable host"
+            "webhook host localhost names this machine (a loopback address), which is refused \
+             unless the server runs with --allow-private-webhook-targets"
         );
     }
 
@@ -398,7 +399,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            error_chain(&err).contains("webhook host localhost is localhost, which is not allowed"),
+            error_chain(&err).contains("webhook host localhost names this machine"),
             "{}",
             error_chain(&err)
         );

@@ -36,9 +36,19 @@ pub struct PutBody {
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhooksBody {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Absent: keep the stored webhook. `null` is refused rather than read as "absent", since
+    /// a caller sending it most likely means "remove".
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub start: Option<WebhookBody>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub submission: Option<WebhookBody>,
     /// Absent: keep the stored auth. `null`: remove it.
     #[serde(
@@ -105,6 +115,40 @@ pub fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Error> {
         let field = if path == "." { "body".to_owned() } else { path };
         Error::InvalidArgument(vec![FieldViolation::new(field, strip_position(&inner))])
     })
+}
+
+/// Parses a body in which every value is an object or a scalar, as the settings body is.
+///
+/// serde also reads a JSON list where it expects a struct, taking the fields by position, so
+/// `{"webhooks": [{"status": true, "url": "..."}]}` would otherwise be stored as if it named
+/// `start`. Such a body is refused with the list's path named.
+pub fn parse_without_lists<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Error> {
+    let parsed = parse(bytes)?;
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| Error::invalid("body", e.to_string()))?;
+    match first_list(&value, "") {
+        Some(path) => Err(Error::invalid(
+            if path.is_empty() { "body" } else { &path },
+            "must be a JSON object, not a list",
+        )),
+        None => Ok(parsed),
+    }
+}
+
+/// The dotted path of the first list inside `value` (`""` for `value` itself).
+fn first_list(value: &serde_json::Value, path: &str) -> Option<String> {
+    match value {
+        serde_json::Value::Array(_) => Some(path.to_owned()),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(key, value)| {
+            let path = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            first_list(value, &path)
+        }),
+        _ => None,
+    }
 }
 
 /// serde_json appends "at line L column C"; the field path already says where.
@@ -202,6 +246,21 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(de).map(Some)
+}
+
+/// Like an ordinary optional field, but an explicit `null` is an error.
+fn not_null<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    match Option::<T>::deserialize(de)? {
+        Some(value) => Ok(Some(value)),
+        None => Err(de::Error::custom(
+            "must not be null: leave the webhook out to keep it, or send {\"status\": false} \
+             to switch it off",
+        )),
+    }
 }
 
 /// Accepts `42` or `"42"` (the proto3 JSON convention for 64-bit integers).

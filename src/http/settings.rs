@@ -31,7 +31,7 @@ async fn put_webhooks(
     let account = account(&app, &headers).await?;
     require_json(&headers)?;
     let bytes = read_body(&headers, body).await?;
-    let body: PutBody = super::json::parse(&bytes)?;
+    let body: PutBody = super::json::parse_without_lists(&bytes)?;
 
     let from_query = query_interview_id(&query)?;
     let id = match (body.ai_interview_id, from_query) {
