@@ -33,17 +33,15 @@ pub async fn prepare(url: &DatabaseUrl) -> anyhow::Result<(Db, Option<String>)> 
         let mut conn = url
             .connect()
             .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", url.redacted()))?;
-        storage::migrate(&mut conn)?;
-
-        let bootstrap_key = if accounts::any_account(&mut conn)? {
-            None
-        } else {
-            Some(accounts::create_key(
-                &mut conn,
-                BOOTSTRAP_ACCOUNT,
-                storage::now_ms(),
-            )?)
-        };
+        // Under one lock, so that instances starting together create one account, not two.
+        let bootstrap_key = storage::with_setup_lock(&mut conn, |conn| {
+            storage::migrate_unlocked(conn)?;
+            if accounts::any_account(conn)? {
+                return Ok(None);
+            }
+            let key = accounts::create_key(conn, BOOTSTRAP_ACCOUNT, storage::now_ms())?;
+            Ok(Some(key))
+        })?;
         drop(conn);
 
         Ok((Db::open(&url)?, bootstrap_key))

@@ -149,25 +149,34 @@ impl From<diesel::SqliteConnection> for DbConnection {
 }
 
 /// Applies the embedded migrations that are not applied yet. Safe when several processes
-/// start at once against one PostgreSQL: they take turns under an advisory lock.
+/// start at once against one PostgreSQL: see [`with_setup_lock`].
 pub fn migrate(conn: &mut DbConnection) -> anyhow::Result<()> {
-    match conn {
-        DbConnection::Postgresql(pg) => {
-            diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
-                .execute(pg)?;
-            let result = pg
-                .run_pending_migrations(POSTGRES_MIGRATIONS)
-                .map(|_| ())
-                .map_err(|e| anyhow::anyhow!("migration failed: {e}"));
-            diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
-                .execute(pg)?;
-            result
-        }
-        DbConnection::Sqlite(lite) => lite
-            .run_pending_migrations(SQLITE_MIGRATIONS)
-            .map(|_| ())
-            .map_err(|e| anyhow::anyhow!("migration failed: {e}")),
+    with_setup_lock(conn, migrate_unlocked)
+}
+
+/// Runs `f` while holding a lock that every starting process takes on PostgreSQL (an advisory
+/// lock), so that migrations and first-start set-up run once even when several instances start
+/// together. SQLite serves one process and needs none.
+pub fn with_setup_lock<T>(
+    conn: &mut DbConnection,
+    f: impl FnOnce(&mut DbConnection) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    if !matches!(conn, DbConnection::Postgresql(_)) {
+        return f(conn);
     }
+    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")).execute(conn)?;
+    let result = f(conn);
+    diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")).execute(conn)?;
+    result
+}
+
+/// [`migrate`] for a caller that already holds [`with_setup_lock`].
+pub fn migrate_unlocked(conn: &mut DbConnection) -> anyhow::Result<()> {
+    let result = match conn {
+        DbConnection::Postgresql(pg) => pg.run_pending_migrations(POSTGRES_MIGRATIONS).map(drop),
+        DbConnection::Sqlite(lite) => lite.run_pending_migrations(SQLITE_MIGRATIONS).map(drop),
+    };
+    result.map_err(|e| anyhow::anyhow!("migration failed: {e}"))
 }
 
 /// A trivial round trip, for health checks.
