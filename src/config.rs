@@ -81,7 +81,12 @@ pub struct ServeArgs {
 
     /// Accept webhook URLs on loopback, private, link-local and CGNAT addresses (for
     /// self-hosted receivers). Cloud metadata addresses stay refused.
-    #[arg(long, env = "INTERVIEW_WEBHOOKS_ALLOW_PRIVATE_WEBHOOK_TARGETS")]
+    #[arg(
+        long,
+        env = "INTERVIEW_WEBHOOKS_ALLOW_PRIVATE_WEBHOOK_TARGETS",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub allow_private_webhook_targets: bool,
 
     /// Waits before each retry of a failed delivery, e.g. `1s,2s,5s`; the first attempt is

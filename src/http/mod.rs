@@ -52,10 +52,15 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")
 }
 
-async fn method_not_allowed() -> ApiError {
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method not allowed: use PUT to update and GET to read the webhook settings",
+        format!("method {method} is not allowed here"),
+    )
+    .with_field(
+        "method",
+        "use PUT to update and GET to read /ai-interviews/settings/webhooks/; POST for the \
+         actions under it",
     )
 }
 
@@ -79,6 +84,12 @@ impl ApiError {
 
     fn invalid(field: &str, message: impl Into<String>) -> Self {
         Error::invalid(field, message).into()
+    }
+
+    /// Names the request part at fault, for errors that are not about a body field.
+    fn with_field(mut self, field: &str, message: impl Into<String>) -> Self {
+        self.errors.push(FieldViolation::new(field, message));
+        self
     }
 }
 
@@ -141,7 +152,8 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported content type: send the body as JSON with `Content-Type: \
              application/json`",
-        ))
+        )
+        .with_field("Content-Type", "must be application/json"))
     }
 }
 
@@ -155,6 +167,7 @@ async fn read_body(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body too large: the limit is {MAX_BODY_BYTES} bytes"),
         )
+        .with_field("body", format!("at most {MAX_BODY_BYTES} bytes"))
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)

@@ -237,7 +237,8 @@ impl EventsService {
 }
 
 enum Published {
-    Queued(DeliveryRow, bool),
+    /// The stored delivery (boxed: it dwarfs the other variant) and whether it is new.
+    Queued(Box<DeliveryRow>, bool),
     Skipped(String),
 }
 
@@ -262,7 +263,7 @@ fn publish_in_tx(
         return Ok(Published::Skipped(why));
     }
     let (row, is_new) = deliveries::insert(conn, &row)?;
-    Ok(Published::Queued(row, is_new))
+    Ok(Published::Queued(Box::new(row), is_new))
 }
 
 fn event_kind(event: i32, problems: &mut Vec<FieldViolation>) -> Option<EventKind> {
