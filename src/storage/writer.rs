@@ -104,7 +104,7 @@ fn run(pool: Pool<Manager>, backend: Backend, mut rx: mpsc::Receiver<Job>) {
 
 fn commit_batch(conn: &mut DbConnection, begin: &str, batch: Vec<Job>) {
     if let Err(err) = conn.batch_execute(begin) {
-        let _ = Error::from(err);
+        log_failure("begin", err);
         fail_all(batch);
         return;
     }
@@ -135,9 +135,8 @@ fn commit_batch(conn: &mut DbConnection, begin: &str, batch: Vec<Job>) {
     let outcome = if broken {
         Err(())
     } else {
-        conn.batch_execute("COMMIT").map_err(|err| {
-            let _ = Error::from(err);
-        })
+        conn.batch_execute("COMMIT")
+            .map_err(|err| log_failure("commit", err))
     };
     if outcome.is_err() {
         let _ = conn.batch_execute("ROLLBACK");
@@ -146,6 +145,12 @@ fn commit_batch(conn: &mut DbConnection, begin: &str, batch: Vec<Job>) {
     for reply in replies {
         reply(outcome.map_err(|()| Error::Unavailable));
     }
+}
+
+/// Logs why a batch failed; the conversion to [`Error`] logs the database's side of it.
+fn log_failure(step: &str, err: diesel::result::Error) {
+    let err = Error::from(err);
+    tracing::warn!(step, error = %err, "write batch failed");
 }
 
 /// Answers every job of a batch that could not run with `UNAVAILABLE`. The jobs are dropped
