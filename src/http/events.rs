@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::json::INTERVIEW_ID_HINT;
-use super::{ApiError, account, query_interview_id, read_body, require_json};
+use super::{ApiError, account, json_body, query_interview_id};
 use crate::error::Error;
 use crate::pb;
 use crate::service::App;
@@ -143,9 +143,7 @@ async fn send_test(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let account = account(&app, &headers).await?;
-    require_json(&headers)?;
-    let bytes = read_body(&headers, body).await?;
-    let body: TestBody = super::json::parse(&bytes)?;
+    let body: TestBody = json_body(&headers, body).await?;
 
     let event = match body.event.as_deref() {
         Some("start") => pb::Event::Start,
@@ -211,9 +209,7 @@ async fn rotate_secret(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let account = account(&app, &headers).await?;
-    require_json(&headers)?;
-    let bytes = read_body(&headers, body).await?;
-    let body: RotateBody = super::json::parse(&bytes)?;
+    let body: RotateBody = json_body(&headers, body).await?;
     let id = body_interview_id(body.ai_interview_id.as_ref())?;
     let secret = app
         .settings

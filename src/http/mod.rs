@@ -131,6 +131,17 @@ fn query_interview_id(query: &Query<HashMap<String, String>>) -> Result<Option<i
     }
 }
 
+/// Reads a JSON request body into `T`: checks the content type and size, then parses strictly
+/// (unknown fields, wrong types and lists in place of objects are refused, naming the field).
+async fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<T, ApiError> {
+    require_json(headers)?;
+    let bytes = read_body(headers, body).await?;
+    Ok(json::parse_without_lists(&bytes)?)
+}
+
 /// Refuses a body that is not JSON. A missing `Content-Type` is taken as JSON, since legacy
 /// callers' scripts often omit it.
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {

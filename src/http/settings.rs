@@ -10,7 +10,7 @@ use axum::routing::{MethodRouter, get};
 use serde_json::json;
 
 use super::json::{PutBody, WebhooksBody};
-use super::{ApiError, account, query_interview_id, read_body, require_json};
+use super::{ApiError, account, json_body, query_interview_id};
 use crate::error::Error;
 use crate::pb;
 use crate::service::App;
@@ -29,9 +29,7 @@ async fn put_webhooks(
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let account = account(&app, &headers).await?;
-    require_json(&headers)?;
-    let bytes = read_body(&headers, body).await?;
-    let body: PutBody = super::json::parse_without_lists(&bytes)?;
+    let body: PutBody = json_body(&headers, body).await?;
 
     let from_query = query_interview_id(&query)?;
     let id = match (body.ai_interview_id, from_query) {
