@@ -167,6 +167,8 @@ both_backends!(
     disabling_cancels_what_is_queued,
     a_corrected_password_applies_to_the_next_retry,
     publishing_to_a_disabled_webhook_says_why,
+    shutdown_lets_an_attempt_in_flight_finish,
+    old_finished_deliveries_are_purged,
 );
 
 async fn both_events_arrive_signed_with_basic_auth(backend: Backend) {
@@ -795,4 +797,92 @@ async fn publishing_to_a_disabled_webhook_says_why(backend: Backend) {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("event"), "{}", err.message());
+}
+
+async fn shutdown_lets_an_attempt_in_flight_finish(backend: Backend) {
+    let mut server = start(backend).await;
+    let receiver = Receiver::start().await;
+    receiver.script("/slow", [Answer::Slow(Duration::from_millis(700))]);
+    configure(
+        &server,
+        json!({"ai_interview_id": 1,
+        "webhooks": {"start": {"status": true, "url": receiver.url("/slow")}}}),
+    )
+    .await;
+    let mut client = events(&server).await;
+    let id = publish_id(&mut client, 1, pb::Event::Start).await;
+    receiver.wait_for("/slow", 1, WAIT).await;
+
+    // The receiver is still answering when the server is told to stop (as by SIGTERM).
+    server.restart().await;
+    let mut client = events(&server).await;
+    let d = settled(&mut client, &id).await;
+    assert_eq!(d.state, pb::DeliveryState::Succeeded as i32, "{d:?}");
+    assert_eq!(
+        d.attempts.len(),
+        1,
+        "the in-flight attempt finished and was recorded: {d:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        receiver.received("/slow").len(),
+        1,
+        "nothing was sent twice"
+    );
+}
+
+async fn old_finished_deliveries_are_purged(backend: Backend) {
+    use diesel::prelude::*;
+    use interview_webhooks::storage::deliveries;
+    use interview_webhooks::storage::now_ms;
+    use interview_webhooks::storage::schema::{deliveries as d, delivery_attempts as a};
+
+    let server = start(backend).await;
+    let receiver = Receiver::start().await;
+    configure(
+        &server,
+        json!({"ai_interview_id": 1,
+        "webhooks": {"start": {"status": true, "url": receiver.url("/h")}}}),
+    )
+    .await;
+    let mut client = events(&server).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = publish_id(&mut client, 1, pb::Event::Start).await;
+        settled(&mut client, &id).await;
+        ids.push(id);
+    }
+    let [old, waiting, recent] = <[String; 3]>::try_from(ids.clone()).unwrap();
+
+    // `old` finished long ago; `waiting` is as old but still pending; `recent` just finished.
+    let (purged, left, orphans) = server
+        .db(move |conn| {
+            let long_ago = now_ms() - 40 * 24 * 3600 * 1000;
+            diesel::update(d::table.filter(d::id.eq_any([&old, &waiting])))
+                .set(d::updated_at.eq(long_ago))
+                .execute(conn)
+                .unwrap();
+            diesel::update(d::table.filter(d::id.eq(&waiting)))
+                .set((
+                    d::state.eq("pending"),
+                    d::next_attempt_at.eq(now_ms() + 3_600_000),
+                ))
+                .execute(conn)
+                .unwrap();
+
+            let purged =
+                deliveries::purge_finished(conn, now_ms() - 30 * 24 * 3600 * 1000, 100).unwrap();
+            let left: Vec<String> = d::table.select(d::id).load(conn).unwrap();
+            let orphans: i64 = a::table
+                .filter(a::delivery_id.eq(&old))
+                .count()
+                .get_result(conn)
+                .unwrap();
+            (purged, left, orphans)
+        })
+        .await;
+    assert_eq!(purged, 1);
+    assert!(!left.contains(&ids[0]), "{left:?}");
+    assert!(left.contains(&ids[1]) && left.contains(&recent), "{left:?}");
+    assert_eq!(orphans, 0, "attempts of a purged delivery remain");
 }

@@ -48,6 +48,8 @@ pub enum Answer {
     WithHeader(u16, &'static str, String),
     /// Never answers (until the client gives up).
     Hang,
+    /// Answers 200 after a while.
+    Slow(Duration),
 }
 
 #[derive(Default)]
@@ -195,6 +197,10 @@ async fn record(
         }
         Answer::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
+            StatusCode::OK.into_response()
+        }
+        Answer::Slow(after) => {
+            tokio::time::sleep(after).await;
             StatusCode::OK.into_response()
         }
     }
