@@ -689,3 +689,263 @@ fn resolve_secret(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPEN: TargetPolicy = TargetPolicy {
+        allow_private: false,
+    };
+
+    fn request(webhooks: pb::Webhooks) -> pb::UpdateWebhooksRequest {
+        pb::UpdateWebhooksRequest {
+            ai_interview_id: 42,
+            webhooks: Some(webhooks),
+            update_mask: None,
+        }
+    }
+
+    fn webhook(status: Option<bool>, url: Option<&str>) -> Option<pb::Webhook> {
+        Some(pb::Webhook {
+            status,
+            url: url.map(str::to_owned),
+            disabled_reason: String::new(),
+        })
+    }
+
+    fn basic(username: &str, password: &str) -> Option<pb::WebhookAuth> {
+        Some(pb::WebhookAuth {
+            r#type: "basic".into(),
+            status: None,
+            apikey: None,
+            basic: Some(pb::BasicAuth {
+                username: username.into(),
+                password: password.into(),
+            }),
+        })
+    }
+
+    fn apply(stored: Option<&Settings>, webhooks: pb::Webhooks) -> Result<Settings, Error> {
+        parse_update(&request(webhooks), OPEN)?.patch.apply(stored)
+    }
+
+    fn fields(err: Error) -> Vec<String> {
+        err.violations().iter().map(|v| v.field.clone()).collect()
+    }
+
+    #[test]
+    fn an_omitted_webhook_keeps_its_stored_value() {
+        let first = apply(
+            None,
+            pb::Webhooks {
+                start: webhook(Some(true), Some("https://example.com/s")),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let second = apply(
+            Some(&first),
+            pb::Webhooks {
+                submission: webhook(Some(true), Some("https://example.com/u")),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+
+        assert_eq!(second.start, first.start);
+        assert_eq!(
+            second.enabled_url(EventKind::Submission),
+            Some("https://example.com/u")
+        );
+    }
+
+    #[test]
+    fn disabling_keeps_the_url_and_enabling_may_reuse_it() {
+        let on = apply(
+            None,
+            pb::Webhooks {
+                start: webhook(Some(true), Some("https://example.com/s")),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let off = apply(
+            Some(&on),
+            pb::Webhooks {
+                start: webhook(Some(false), None),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(off.enabled_url(EventKind::Start), None);
+        assert_eq!(
+            off.start.as_ref().unwrap().url.as_deref(),
+            Some("https://example.com/s")
+        );
+
+        let again = apply(
+            Some(&off),
+            pb::Webhooks {
+                start: webhook(Some(true), None),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            again.enabled_url(EventKind::Start),
+            Some("https://example.com/s")
+        );
+    }
+
+    #[test]
+    fn enabling_without_any_url_names_the_url() {
+        let err = apply(
+            None,
+            pb::Webhooks {
+                start: webhook(Some(true), None),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(fields(err), vec!["webhooks.start.url"]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = parse_update(
+            &pb::UpdateWebhooksRequest {
+                ai_interview_id: 0,
+                webhooks: Some(pb::Webhooks {
+                    start: webhook(None, Some("https://example.com")),
+                    submission: webhook(Some(true), Some("ftp://example.com")),
+                    auth: basic("a:b", "pw"),
+                }),
+                update_mask: None,
+            },
+            OPEN,
+        )
+        .unwrap_err();
+        assert_eq!(
+            fields(err),
+            vec![
+                "ai_interview_id",
+                "webhooks.start.status",
+                "webhooks.submission.url",
+                "webhooks.auth.basic.username",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_mask_keeps_the_stored_secret_of_the_same_type_only() {
+        let stored = apply(
+            None,
+            pb::Webhooks {
+                auth: basic("user", "s3cret"),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let kept = apply(
+            Some(&stored),
+            pb::Webhooks {
+                auth: basic("other-user", MASK),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        match &kept.auth.as_ref().unwrap().credentials {
+            Credentials::Basic { username, password } => {
+                assert_eq!(username, "other-user");
+                assert_eq!(password.expose(), "s3cret");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let switched = pb::Webhooks {
+            auth: Some(pb::WebhookAuth {
+                r#type: "apikey".into(),
+                status: None,
+                apikey: Some(pb::ApiKeyAuth {
+                    key: "X-Key".into(),
+                    value: MASK.into(),
+                }),
+                basic: None,
+            }),
+            ..Default::default()
+        };
+        let err = apply(Some(&stored), switched).unwrap_err();
+        assert_eq!(fields(err), vec!["webhooks.auth.apikey.value"]);
+    }
+
+    #[test]
+    fn a_mask_naming_auth_without_auth_removes_it() {
+        let stored = apply(
+            None,
+            pb::Webhooks {
+                auth: basic("user", "pw"),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut req = request(pb::Webhooks::default());
+        req.update_mask = Some(prost_types::FieldMask {
+            paths: vec!["webhooks.auth".into()],
+        });
+        let removed = parse_update(&req, OPEN)
+            .unwrap()
+            .patch
+            .apply(Some(&stored))
+            .unwrap();
+        assert_eq!(removed.auth, None);
+
+        req.update_mask = Some(prost_types::FieldMask {
+            paths: vec!["webhooks.color".into()],
+        });
+        assert_eq!(
+            fields(parse_update(&req, OPEN).unwrap_err()),
+            vec!["update_mask"]
+        );
+    }
+
+    #[test]
+    fn framing_headers_cannot_carry_the_key() {
+        for name in [
+            "Host",
+            "content-length",
+            "Transfer-Encoding",
+            "webhook-signature",
+        ] {
+            let webhooks = pb::Webhooks {
+                auth: Some(pb::WebhookAuth {
+                    r#type: "apikey".into(),
+                    status: None,
+                    apikey: Some(pb::ApiKeyAuth {
+                        key: name.into(),
+                        value: "v".into(),
+                    }),
+                    basic: None,
+                }),
+                ..Default::default()
+            };
+            let err = parse_update(&request(webhooks), OPEN).unwrap_err();
+            assert_eq!(fields(err), vec!["webhooks.auth.apikey.key"], "{name}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_or_responses() {
+        let settings = apply(
+            None,
+            pb::Webhooks {
+                auth: basic("user", "hunter2"),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        let shown = settings.to_masked_proto();
+        assert_eq!(shown.auth.unwrap().basic.unwrap().password, MASK);
+    }
+}
