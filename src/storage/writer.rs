@@ -12,6 +12,7 @@
 //! instead of failing mid-transaction), which diesel's generic transaction API cannot ask for.
 //! Jobs therefore must not open diesel transactions of their own.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::thread;
 
 use diesel::connection::SimpleConnection as _;
@@ -122,7 +123,15 @@ fn commit_batch(conn: &mut DbConnection, begin: &str, batch: Vec<Job>) {
             broken = true;
             continue;
         }
-        let (ok, reply) = job(conn);
+        // A panicking job must not take the writer thread (and every later write) with it:
+        // its changes are rolled back and its caller sees the reply channel close.
+        let (ok, reply) = match panic::catch_unwind(AssertUnwindSafe(|| job(conn))) {
+            Ok(done) => done,
+            Err(_) => {
+                tracing::error!("a database write panicked; rolled back");
+                (false, Box::new(|_| ()) as Reply)
+            }
+        };
         let end = if ok {
             "RELEASE SAVEPOINT job"
         } else {
