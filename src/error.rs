@@ -155,8 +155,8 @@ impl From<diesel::result::Error> for Error {
                 tracing::warn!(error = %kind_of(&err), "database unavailable");
                 Error::Unavailable
             }
-            D::DatabaseError(K::Unknown, info) if is_busy(info.message()) => {
-                tracing::warn!("database busy");
+            D::DatabaseError(K::Unknown, info) if is_contention(info.message()) => {
+                tracing::warn!(error = %kind_of(&err), "database contention");
                 Error::Unavailable
             }
             _ => {
@@ -174,8 +174,12 @@ impl From<diesel::r2d2::PoolError> for Error {
     }
 }
 
-fn is_busy(message: &str) -> bool {
-    message.contains("database is locked") || message.contains("database is busy")
+/// Lock conflicts that go away when retried: SQLite's busy lock, PostgreSQL's deadlock victim
+/// and lock timeout.
+fn is_contention(message: &str) -> bool {
+    ["database is locked", "database is busy", "deadlock detected", "lock timeout"]
+        .iter()
+        .any(|m| message.contains(m))
 }
 
 /// What went wrong, for the log. A database message names tables and constraints but not row

@@ -209,7 +209,10 @@ async fn cancel(ctx: &Ctx, row: &DeliveryRow, why: &str) {
     let (id, why) = (row.id.clone(), why.to_owned());
     let result: Result<(), Error> = ctx
         .db
-        .write(move |c| deliveries::finish(c, &id, &Next::Cancelled, Some(why), false, now_ms()))
+        .write(move |c| {
+            let why = Some(why.clone());
+            deliveries::finish(c, &id, &Next::Cancelled, why, false, now_ms())
+        })
         .await;
     if result.is_err() {
         warn!(delivery.id = %row.id, "could not record a cancellation; it will be retried");

@@ -93,7 +93,7 @@ impl EventsService {
         };
         let outcome = self
             .db
-            .write(move |conn| publish_in_tx(conn, row, kind))
+            .write(move |conn| publish_in_tx(conn, row.clone(), kind))
             .await?;
 
         match outcome {

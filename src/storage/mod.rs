@@ -267,11 +267,12 @@ impl Db {
     }
 
     /// Runs `f` inside the next group commit and returns its result once that commit is
-    /// durable. An error from `f` rolls back only `f`'s own changes.
+    /// durable. An error from `f` rolls back only `f`'s own changes; after a lock conflict
+    /// with another process `f` runs again, so it must not consume what it captures.
     pub async fn write<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: FnOnce(&mut DbConnection) -> Result<T, Error> + Send + 'static,
+        F: FnMut(&mut DbConnection) -> Result<T, Error> + Send + 'static,
     {
         self.writer.submit(f).await
     }

@@ -7,6 +7,11 @@
 //! whose work fails is rolled back to its savepoint alone and gets its own error; every reply
 //! is sent only after the commit succeeded, so nothing is acknowledged that could be lost.
 //!
+//! A request that loses a lock conflict with another process (PostgreSQL deadlock or
+//! serialization failure, SQLite busy) is rolled back to its savepoint, which releases the
+//! locks it took, and runs again in the next batch, a few times at most, before its caller
+//! is told to retry.
+//!
 //! The transaction is driven with plain `BEGIN`/`SAVEPOINT`/`COMMIT` statements because SQLite
 //! needs `BEGIN IMMEDIATE` (take the write lock first, so a second process makes us wait
 //! instead of failing mid-transaction), which diesel's generic transaction API cannot ask for.
@@ -18,6 +23,7 @@ use std::thread;
 use diesel::connection::SimpleConnection as _;
 use diesel::r2d2::Pool;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Span;
 
 use super::{Backend, DbConnection, Manager};
 use crate::error::Error;
@@ -28,15 +34,69 @@ const MAX_BATCH: usize = 256;
 /// How many requests may wait for the writer before callers wait to enqueue.
 const QUEUE_DEPTH: usize = 4096;
 
-/// A unit of work: runs on the writer's connection and says whether it succeeded, returning
-/// the function that delivers its reply once the commit's outcome is known.
-type Job = Box<dyn FnOnce(&mut DbConnection) -> (bool, Reply) + Send>;
-type Reply = Box<dyn FnOnce(Result<(), Error>) + Send>;
+/// How often a request that lost a lock conflict runs again before giving up.
+const MAX_RETRIES: u8 = 3;
+
+/// What running a job inside its savepoint came to.
+enum Ran {
+    /// Keep its changes.
+    Done,
+    /// Roll its changes back; it has its answer.
+    Failed,
+    /// Roll its changes back and run it again in the next batch.
+    Again,
+}
+
+/// A unit of work for the writer.
+trait Job: Send {
+    /// Runs the work on the writer's connection, inside the job's savepoint.
+    fn run(&mut self, conn: &mut DbConnection) -> Ran;
+
+    /// Answers the caller once the fate of the batch is known.
+    fn finish(self: Box<Self>, commit: Result<(), Error>);
+}
+
+struct Typed<F, T> {
+    work: F,
+    span: Span,
+    tries: u8,
+    result: Option<Result<T, Error>>,
+    reply: oneshot::Sender<Result<T, Error>>,
+}
+
+impl<F, T> Job for Typed<F, T>
+where
+    F: FnMut(&mut DbConnection) -> Result<T, Error> + Send,
+    T: Send,
+{
+    fn run(&mut self, conn: &mut DbConnection) -> Ran {
+        let result = self.span.in_scope(|| (self.work)(conn));
+        let ran = match &result {
+            Ok(_) => Ran::Done,
+            Err(Error::Unavailable) if self.tries < MAX_RETRIES => {
+                self.tries += 1;
+                Ran::Again
+            }
+            Err(_) => Ran::Failed,
+        };
+        self.result = Some(result);
+        ran
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), Error>) {
+        let answer = match self.result {
+            Some(Ok(value)) => commit.map(|()| value),
+            Some(Err(err)) => Err(err),
+            None => Err(Error::Unavailable),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
 
 /// Handle to the writer thread.
 #[derive(Clone)]
 pub struct Writer {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Box<dyn Job>>,
 }
 
 impl Writer {
@@ -50,29 +110,27 @@ impl Writer {
         Self { jobs }
     }
 
-    /// Queues `f` for the next batch and waits until its batch is committed.
-    pub async fn submit<T, F>(&self, f: F) -> Result<T, Error>
+    /// Queues `work` for the next batch and waits until its batch is committed. `work` may
+    /// run more than once (after a lock conflict), each time on a clean savepoint.
+    pub async fn submit<T, F>(&self, work: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: FnOnce(&mut DbConnection) -> Result<T, Error> + Send + 'static,
+        F: FnMut(&mut DbConnection) -> Result<T, Error> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let span = tracing::Span::current();
-        let job: Job = Box::new(move |conn| {
-            let result = span.in_scope(|| f(conn));
-            let ok = result.is_ok();
-            let reply: Reply = Box::new(move |commit| {
-                let _ = tx.send(commit.and(result));
-            });
-            (ok, reply)
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Typed {
+            work,
+            span: Span::current(),
+            tries: 0,
+            result: None,
+            reply,
         });
-
         self.jobs.send(job).await.map_err(|_| Error::Unavailable)?;
-        rx.await.unwrap_or(Err(Error::Unavailable))
+        answer.await.unwrap_or(Err(Error::Unavailable))
     }
 }
 
-fn run(pool: Pool<Manager>, backend: Backend, mut rx: mpsc::Receiver<Job>) {
+fn run(pool: Pool<Manager>, backend: Backend, mut rx: mpsc::Receiver<Box<dyn Job>>) {
     let begin = match backend {
         Backend::Sqlite => "BEGIN IMMEDIATE",
         Backend::Postgres => "BEGIN",
@@ -88,57 +146,54 @@ fn run(pool: Pool<Manager>, backend: Backend, mut rx: mpsc::Receiver<Job>) {
             }
         }
 
-        let mut conn = match pool.get() {
-            Ok(conn) => conn,
-            Err(_) => {
-                tracing::warn!(
-                    batch.size = batch.len(),
-                    "no database connection for writes"
-                );
-                fail_all(batch);
-                continue;
-            }
-        };
-        commit_batch(&mut conn, begin, batch);
+        // Jobs that lost a lock conflict go again, first and on their own, until none is left.
+        while !batch.is_empty() {
+            let mut conn = match pool.get() {
+                Ok(conn) => conn,
+                Err(_) => {
+                    tracing::warn!(batch.size = batch.len(), "no database connection for writes");
+                    fail_all(batch);
+                    break;
+                }
+            };
+            batch = commit_batch(&mut conn, begin, batch);
+        }
     }
 }
 
-fn commit_batch(conn: &mut DbConnection, begin: &str, batch: Vec<Job>) {
+/// Runs one batch in one transaction and answers its jobs; returns the jobs to run again.
+fn commit_batch(conn: &mut DbConnection, begin: &str, batch: Vec<Box<dyn Job>>) -> Vec<Box<dyn Job>> {
     if let Err(err) = conn.batch_execute(begin) {
         log_failure("begin", err);
         fail_all(batch);
-        return;
+        return Vec::new();
     }
 
     let size = batch.len();
-    let mut replies = Vec::with_capacity(size);
+    let mut ran = Vec::with_capacity(size);
+    let mut again = Vec::new();
     let mut broken = false;
-    for job in batch {
-        if broken {
+    for mut job in batch {
+        if broken || conn.batch_execute("SAVEPOINT job").is_err() {
             // The connection failed mid-batch: the remaining jobs cannot run.
-            replies.push(Box::new(|_| ()) as Reply);
-            continue;
-        }
-        if conn.batch_execute("SAVEPOINT job").is_err() {
             broken = true;
+            ran.push(job);
             continue;
         }
-        // A panicking job must not take the writer thread (and every later write) with it:
-        // its changes are rolled back and its caller sees the reply channel close.
-        let (ok, reply) = match panic::catch_unwind(AssertUnwindSafe(|| job(conn))) {
-            Ok(done) => done,
-            Err(_) => {
-                tracing::error!("a database write panicked; rolled back");
-                (false, Box::new(|_| ()) as Reply)
-            }
-        };
-        let end = if ok {
-            "RELEASE SAVEPOINT job"
-        } else {
-            "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job"
+        // A panicking job must not take the writer thread (and every later write) with it.
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| job.run(conn))).unwrap_or_else(|_| {
+            tracing::error!("a database write panicked; rolled back");
+            Ran::Failed
+        });
+        let end = match outcome {
+            Ran::Done => "RELEASE SAVEPOINT job",
+            Ran::Failed | Ran::Again => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job",
         };
         broken = conn.batch_execute(end).is_err();
-        replies.push(reply);
+        match outcome {
+            Ran::Again => again.push(job),
+            Ran::Done | Ran::Failed => ran.push(job),
+        }
     }
 
     let outcome = if broken {
@@ -151,9 +206,13 @@ fn commit_batch(conn: &mut DbConnection, begin: &str, batch: Vec<Job>) {
         let _ = conn.batch_execute("ROLLBACK");
         tracing::warn!(batch.size = size, "write batch rolled back");
     }
-    for reply in replies {
-        reply(outcome.map_err(|()| Error::Unavailable));
+    for job in ran {
+        job.finish(outcome.map_err(|()| Error::Unavailable));
     }
+    if !again.is_empty() {
+        tracing::debug!(jobs = again.len(), "retrying writes that lost a lock conflict");
+    }
+    again
 }
 
 /// Logs why a batch failed; the conversion to [`Error`] logs the database's side of it.
@@ -162,8 +221,9 @@ fn log_failure(step: &str, err: diesel::result::Error) {
     tracing::warn!(step, error = %err, "write batch failed");
 }
 
-/// Answers every job of a batch that could not run with `UNAVAILABLE`. The jobs are dropped
-/// unrun, which closes their reply channels; `submit` maps that to the same error.
-fn fail_all(batch: Vec<Job>) {
-    drop(batch);
+/// Answers every job of a batch that could not run with `UNAVAILABLE`.
+fn fail_all(batch: Vec<Box<dyn Job>>) {
+    for job in batch {
+        job.finish(Err(Error::Unavailable));
+    }
 }

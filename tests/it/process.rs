@@ -312,3 +312,66 @@ async fn two_processes_share_the_work(backend: Backend) {
         requests - EVENTS
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_updating_rows_in_opposite_orders_never_fail() {
+    crate::common::run(crossing_updates, Backend::Postgres).await;
+}
+
+/// Clients of two processes update the same interviews in opposite orders, so the processes'
+/// group commits take row locks in opposite orders and PostgreSQL picks deadlock victims. A
+/// victim must be retried inside the service, never surface as an error.
+async fn crossing_updates(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (a, b) = tokio::join!(Server::start(&database.url), Server::start(&database.url));
+    let key = [&a.key, &b.key].into_iter().flatten().next().unwrap().clone();
+    for id in 1..=4 {
+        assert_eq!(put_start(a.http, &key, id, 0).await.0, 200);
+    }
+
+    let mut tasks = Vec::new();
+    for client in 0..12 {
+        let server = if client % 2 == 0 { a.http } else { b.http };
+        let order: Vec<i64> = if client % 4 < 2 { vec![1, 2, 3, 4] } else { vec![4, 3, 2, 1] };
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for round in 0..25 {
+                for id in &order {
+                    let (status, body) = put_start(server, &key, *id, round).await;
+                    if status != 200 {
+                        failures.push((status, body));
+                    }
+                }
+            }
+            failures
+        }));
+    }
+    let mut failures = Vec::new();
+    for t in tasks {
+        failures.extend(t.await.unwrap());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 1200 updates failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+}
+
+async fn put_start(server: SocketAddr, key: &str, id: i64, round: usize) -> (u16, String) {
+    let body = json!({"ai_interview_id": id,
+        "webhooks": {"start": {"status": true, "url": format!("https://example.com/{round}")}}});
+    let reply = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .put(format!("http://{server}/ai-interviews/settings/webhooks/"))
+        .header("apiKey", key)
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (reply.status().as_u16(), reply.text().await.unwrap())
+}
