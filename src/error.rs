@@ -177,9 +177,14 @@ impl From<diesel::r2d2::PoolError> for Error {
 /// Lock conflicts that go away when retried: SQLite's busy lock, PostgreSQL's deadlock victim
 /// and lock timeout.
 fn is_contention(message: &str) -> bool {
-    ["database is locked", "database is busy", "deadlock detected", "lock timeout"]
-        .iter()
-        .any(|m| message.contains(m))
+    [
+        "database is locked",
+        "database is busy",
+        "deadlock detected",
+        "lock timeout",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }
 
 /// What went wrong, for the log. A database message names tables and constraints but not row

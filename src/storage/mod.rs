@@ -12,6 +12,7 @@ pub mod schema;
 pub mod settings;
 mod writer;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection as _;
@@ -179,6 +180,34 @@ pub fn migrate_unlocked(conn: &mut DbConnection) -> anyhow::Result<()> {
     result.map_err(|e| anyhow::anyhow!("migration failed: {e}"))
 }
 
+/// Takes the lock that makes one server process the only one serving a SQLite file.
+///
+/// The delivery worker treats every lease it finds at start-up as left behind by a dead
+/// predecessor, which is only true when no other process serves the same file. The lock is an
+/// OS file lock on `<path>.serve-lock`, released by the OS when the process ends, however it
+/// ends. (SQLite's own locks live on the database file; a second descriptor on that file would
+/// drop them, hence the separate file.)
+fn lock_sqlite_for_serving(path: &str) -> anyhow::Result<std::fs::File> {
+    let lock_path = format!("{path}.serve-lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| anyhow::anyhow!("cannot create {lock_path}: {e}"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
+            "another interview-webhooks server is serving {path} (it holds {lock_path}); \
+             a SQLite database is served by one process: stop the other one, or use \
+             PostgreSQL to run several"
+        )),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(anyhow::anyhow!("cannot lock {lock_path}: {e}"))
+        }
+    }
+}
+
 /// A trivial round trip, for health checks.
 pub fn ping(conn: &mut DbConnection) -> Result<(), Error> {
     conn.batch_execute("SELECT 1")?;
@@ -223,11 +252,17 @@ pub struct Db {
     backend: Backend,
     pool: Pool<Manager>,
     writer: writer::Writer,
+    /// SQLite only: held while any handle lives, so a second server cannot open the file.
+    _serve_lock: Option<Arc<std::fs::File>>,
 }
 
 impl Db {
     /// Opens the pool and starts the writer. Fails when the database cannot be reached.
     pub fn open(url: &DatabaseUrl) -> anyhow::Result<Self> {
+        let serve_lock = match url.backend {
+            Backend::Sqlite => Some(Arc::new(lock_sqlite_for_serving(&url.target)?)),
+            Backend::Postgres => None,
+        };
         let size = match url.backend {
             Backend::Sqlite => 4,
             Backend::Postgres => 8,
@@ -241,6 +276,7 @@ impl Db {
             backend: url.backend,
             pool,
             writer,
+            _serve_lock: serve_lock,
         })
     }
 

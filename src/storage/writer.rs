@@ -151,7 +151,10 @@ fn run(pool: Pool<Manager>, backend: Backend, mut rx: mpsc::Receiver<Box<dyn Job
             let mut conn = match pool.get() {
                 Ok(conn) => conn,
                 Err(_) => {
-                    tracing::warn!(batch.size = batch.len(), "no database connection for writes");
+                    tracing::warn!(
+                        batch.size = batch.len(),
+                        "no database connection for writes"
+                    );
                     fail_all(batch);
                     break;
                 }
@@ -162,7 +165,11 @@ fn run(pool: Pool<Manager>, backend: Backend, mut rx: mpsc::Receiver<Box<dyn Job
 }
 
 /// Runs one batch in one transaction and answers its jobs; returns the jobs to run again.
-fn commit_batch(conn: &mut DbConnection, begin: &str, batch: Vec<Box<dyn Job>>) -> Vec<Box<dyn Job>> {
+fn commit_batch(
+    conn: &mut DbConnection,
+    begin: &str,
+    batch: Vec<Box<dyn Job>>,
+) -> Vec<Box<dyn Job>> {
     if let Err(err) = conn.batch_execute(begin) {
         log_failure("begin", err);
         fail_all(batch);
@@ -181,10 +188,11 @@ fn commit_batch(conn: &mut DbConnection, begin: &str, batch: Vec<Box<dyn Job>>) 
             continue;
         }
         // A panicking job must not take the writer thread (and every later write) with it.
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| job.run(conn))).unwrap_or_else(|_| {
-            tracing::error!("a database write panicked; rolled back");
-            Ran::Failed
-        });
+        let outcome =
+            panic::catch_unwind(AssertUnwindSafe(|| job.run(conn))).unwrap_or_else(|_| {
+                tracing::error!("a database write panicked; rolled back");
+                Ran::Failed
+            });
         let end = match outcome {
             Ran::Done => "RELEASE SAVEPOINT job",
             Ran::Failed | Ran::Again => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job",
@@ -210,7 +218,10 @@ fn commit_batch(conn: &mut DbConnection, begin: &str, batch: Vec<Box<dyn Job>>) 
         job.finish(outcome.map_err(|()| Error::Unavailable));
     }
     if !again.is_empty() {
-        tracing::debug!(jobs = again.len(), "retrying writes that lost a lock conflict");
+        tracing::debug!(
+            jobs = again.len(),
+            "retrying writes that lost a lock conflict"
+        );
     }
     again
 }

@@ -324,7 +324,12 @@ async fn two_processes_updating_rows_in_opposite_orders_never_fail() {
 async fn crossing_updates(backend: Backend) {
     let database = TestDatabase::create(backend).await;
     let (a, b) = tokio::join!(Server::start(&database.url), Server::start(&database.url));
-    let key = [&a.key, &b.key].into_iter().flatten().next().unwrap().clone();
+    let key = [&a.key, &b.key]
+        .into_iter()
+        .flatten()
+        .next()
+        .unwrap()
+        .clone();
     for id in 1..=4 {
         assert_eq!(put_start(a.http, &key, id, 0).await.0, 200);
     }
@@ -332,7 +337,11 @@ async fn crossing_updates(backend: Backend) {
     let mut tasks = Vec::new();
     for client in 0..12 {
         let server = if client % 2 == 0 { a.http } else { b.http };
-        let order: Vec<i64> = if client % 4 < 2 { vec![1, 2, 3, 4] } else { vec![4, 3, 2, 1] };
+        let order: Vec<i64> = if client % 4 < 2 {
+            vec![1, 2, 3, 4]
+        } else {
+            vec![4, 3, 2, 1]
+        };
         let key = key.clone();
         tasks.push(tokio::spawn(async move {
             let mut failures = Vec::new();
@@ -374,4 +383,46 @@ async fn put_start(server: SocketAddr, key: &str, id: i64, round: usize) -> (u16
         .await
         .unwrap();
     (reply.status().as_u16(), reply.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_one_sqlite_file_refuses_to_start() {
+    crate::common::run(second_sqlite_server, Backend::Sqlite).await;
+}
+
+/// The delivery worker of a SQLite server takes over every lease it finds at start, so a
+/// second server on the same file would send in-flight events twice: it must not start.
+async fn second_sqlite_server(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let first = Server::start(&database.url).await;
+
+    let (grpc, http) = (free_addr(), free_addr());
+    let output = tokio::task::spawn_blocking({
+        let url = database.url.clone();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_interview-webhooks"))
+                .args(["serve", "--database-url", &url])
+                .args([
+                    "--grpc-addr",
+                    &grpc.to_string(),
+                    "--http-addr",
+                    &http.to_string(),
+                ])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the second server started");
+    assert!(
+        stderr.contains("another interview-webhooks server is serving"),
+        "{stderr}"
+    );
+
+    // Once the first is gone the file can be served again.
+    drop(first);
+    let again = Server::start(&database.url).await;
+    assert!(again.key.is_none());
 }
