@@ -2,6 +2,7 @@
 //! already-bound listeners, and a graceful shutdown when the given future resolves.
 
 use std::future::Future;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -12,6 +13,13 @@ use crate::delivery::DeliveryOptions;
 use crate::domain::url_guard::TargetPolicy;
 use crate::service::App;
 use crate::storage::{self, DatabaseUrl, Db, accounts};
+
+/// The longest a request may take, body upload included; a client that stalls longer gets 408
+/// (REST) or `CANCELLED` (gRPC) instead of holding a connection, and a shutdown, forever.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// After a shutdown signal, how long open connections get before they are dropped.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(35);
 
 /// Name of the account the first `serve` creates on an empty database.
 pub const BOOTSTRAP_ACCOUNT: &str = "default";
@@ -77,6 +85,7 @@ pub async fn run(
     );
 
     let grpc_server = tonic::transport::Server::builder()
+        .timeout(REQUEST_TIMEOUT)
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stop.clone().cancelled_owned());
     let http_server = axum::serve(http, crate::http::router(app.clone()))
@@ -99,10 +108,26 @@ pub async fn run(
         })
     };
 
-    let result = tokio::try_join!(
-        async { grpc_server.await.map_err(anyhow::Error::from) },
-        async { http_server.await.map_err(anyhow::Error::from) },
-    );
+    let servers = async {
+        tokio::try_join!(
+            async { grpc_server.await.map_err(anyhow::Error::from) },
+            async { http_server.await.map_err(anyhow::Error::from) },
+        )
+    };
+    let deadline = async {
+        stop.cancelled().await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    let result = tokio::select! {
+        result = servers => result.map(drop),
+        () = deadline => {
+            tracing::warn!(
+                drain_ms = DRAIN_TIMEOUT.as_millis() as u64,
+                "connections still open after the drain time; closing them"
+            );
+            Ok(())
+        }
+    };
     watcher.abort();
     // The servers stop on `stop` as well; a server that failed stops the worker here.
     stop.cancel();

@@ -38,6 +38,10 @@ pub fn router(app: App) -> Router {
         .route("/healthz", get(healthz));
     events::add_routes(router)
         .fallback(not_found)
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            crate::server::REQUEST_TIMEOUT,
+        ))
         .with_state(app)
 }
 

@@ -12,11 +12,19 @@
 //! locks it took, and runs again in the next batch, a few times at most, before its caller
 //! is told to retry.
 //!
+//! A batch takes every request already waiting and keeps taking those that arrive while it
+//! runs (up to [`MAX_BATCH`]), so it commits only when the queue is empty: the commit's fsync
+//! is shared by as many requests as the load offers. The writer keeps its pooled connection
+//! between batches (taking it again after a failure), so writes never wait behind reads for
+//! a connection, and one statement both ends a request's savepoint and opens the next one's
+//! (one round trip on PostgreSQL).
+//!
 //! The transaction is driven with plain `BEGIN`/`SAVEPOINT`/`COMMIT` statements because SQLite
 //! needs `BEGIN IMMEDIATE` (take the write lock first, so a second process makes us wait
 //! instead of failing mid-transaction), which diesel's generic transaction API cannot ask for.
 //! Jobs therefore must not open diesel transactions of their own.
 
+use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
 use std::thread;
 
@@ -25,7 +33,7 @@ use diesel::r2d2::Pool;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Span;
 
-use super::{Backend, DbConnection, Manager};
+use super::{Backend, DbConnection, Manager, PooledConn};
 use crate::error::Error;
 
 /// The most requests one commit carries; bounds the latency of the first in a batch.
@@ -130,58 +138,121 @@ impl Writer {
     }
 }
 
-fn run(pool: Pool<Manager>, backend: Backend, mut rx: mpsc::Receiver<Box<dyn Job>>) {
+type Queue = mpsc::Receiver<Box<dyn Job>>;
+
+fn run(pool: Pool<Manager>, backend: Backend, mut rx: Queue) {
     let begin = match backend {
         Backend::Sqlite => "BEGIN IMMEDIATE",
         Backend::Postgres => "BEGIN",
     };
 
+    let mut conn: Option<PooledConn> = None;
     while let Some(first) = rx.blocking_recv() {
-        let mut batch = Vec::with_capacity(16);
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+        let mut batch = vec![first];
+        let mut fresh = true;
 
         // Jobs that lost a lock conflict go again, first and on their own, until none is left.
         while !batch.is_empty() {
-            let mut conn = match pool.get() {
-                Ok(conn) => conn,
-                Err(_) => {
-                    tracing::warn!(
-                        batch.size = batch.len(),
-                        "no database connection for writes"
-                    );
-                    fail_all(batch);
-                    break;
+            if conn.is_none() {
+                match pool.get() {
+                    Ok(c) => conn = Some(c),
+                    Err(_) => {
+                        // Everything waiting would wait as long again: answer it all now.
+                        batch.extend(drain(&mut rx));
+                        tracing::warn!(
+                            batch.size = batch.len(),
+                            "no database connection for writes"
+                        );
+                        fail_all(batch);
+                        break;
+                    }
                 }
-            };
-            batch = commit_batch(&mut conn, begin, batch);
+            }
+            let c = conn.as_mut().expect("taken above");
+            let more = if fresh { Some(&mut rx) } else { None };
+            let outcome = commit_batch(c, begin, batch, more);
+            if !outcome.healthy {
+                // Back to the pool, whose check on the next checkout replaces a dead one.
+                conn = None;
+            }
+            batch = outcome.again;
+            fresh = false;
         }
     }
 }
 
-/// Runs one batch in one transaction and answers its jobs; returns the jobs to run again.
+/// What a batch left behind.
+struct Outcome {
+    /// Jobs to run again, in a batch of their own.
+    again: Vec<Box<dyn Job>>,
+    /// Whether the connection came through without an error.
+    healthy: bool,
+}
+
+/// What ends the previous job's savepoint before the next statement.
+#[derive(Clone, Copy)]
+enum Close {
+    /// No job ran yet.
+    Nothing,
+    /// Keep the previous job's changes.
+    Keep,
+    /// Roll the previous job's changes back.
+    Undo,
+}
+
+impl Close {
+    /// Ends the previous savepoint (if any) and opens the next job's, in one statement.
+    fn then_open(self) -> &'static str {
+        match self {
+            Close::Nothing => "SAVEPOINT job",
+            Close::Keep => "RELEASE SAVEPOINT job; SAVEPOINT job",
+            Close::Undo => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job; SAVEPOINT job",
+        }
+    }
+
+    /// Ends the last savepoint.
+    fn alone(self) -> Option<&'static str> {
+        match self {
+            Close::Nothing => None,
+            Close::Keep => Some("RELEASE SAVEPOINT job"),
+            Close::Undo => Some("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job"),
+        }
+    }
+}
+
+/// Runs `batch`, then whatever `more` holds as the batch runs (up to [`MAX_BATCH`]), in one
+/// transaction, and answers those jobs.
 fn commit_batch(
     conn: &mut DbConnection,
     begin: &str,
     batch: Vec<Box<dyn Job>>,
-) -> Vec<Box<dyn Job>> {
+    mut more: Option<&mut Queue>,
+) -> Outcome {
     if let Err(err) = conn.batch_execute(begin) {
         log_failure("begin", err);
         fail_all(batch);
-        return Vec::new();
+        return Outcome {
+            again: Vec::new(),
+            healthy: false,
+        };
     }
 
-    let size = batch.len();
-    let mut ran = Vec::with_capacity(size);
+    let mut queue = VecDeque::from(batch);
+    let mut ran = Vec::with_capacity(queue.len().max(16));
     let mut again = Vec::new();
+    let mut close = Close::Nothing;
     let mut broken = false;
-    for mut job in batch {
-        if broken || conn.batch_execute("SAVEPOINT job").is_err() {
+    loop {
+        let taken = ran.len() + again.len();
+        let next = queue.pop_front().or_else(|| {
+            // Requests that arrived meanwhile share this commit, unless it cannot take them.
+            let room = !broken && taken < MAX_BATCH;
+            room.then(|| more.as_mut()?.try_recv().ok()).flatten()
+        });
+        let Some(mut job) = next else {
+            break;
+        };
+        if broken || conn.batch_execute(close.then_open()).is_err() {
             // The connection failed mid-batch: the remaining jobs cannot run.
             broken = true;
             ran.push(job);
@@ -193,17 +264,26 @@ fn commit_batch(
                 tracing::error!("a database write panicked; rolled back");
                 Ran::Failed
             });
-        let end = match outcome {
-            Ran::Done => "RELEASE SAVEPOINT job",
-            Ran::Failed | Ran::Again => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job",
-        };
-        broken = conn.batch_execute(end).is_err();
         match outcome {
-            Ran::Again => again.push(job),
-            Ran::Done | Ran::Failed => ran.push(job),
+            Ran::Done => {
+                close = Close::Keep;
+                ran.push(job);
+            }
+            Ran::Failed => {
+                close = Close::Undo;
+                ran.push(job);
+            }
+            Ran::Again => {
+                close = Close::Undo;
+                again.push(job);
+            }
         }
     }
+    if let Some(end) = close.alone().filter(|_| !broken) {
+        broken = conn.batch_execute(end).is_err();
+    }
 
+    let size = ran.len() + again.len();
     let outcome = if broken {
         Err(())
     } else {
@@ -223,7 +303,17 @@ fn commit_batch(
             "retrying writes that lost a lock conflict"
         );
     }
-    again
+    Outcome {
+        again,
+        healthy: outcome.is_ok(),
+    }
+}
+
+/// The jobs waiting now, up to a batch.
+fn drain(rx: &mut Queue) -> Vec<Box<dyn Job>> {
+    std::iter::from_fn(|| rx.try_recv().ok())
+        .take(MAX_BATCH)
+        .collect()
 }
 
 /// Logs why a batch failed; the conversion to [`Error`] logs the database's side of it.
