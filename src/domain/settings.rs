@@ -15,6 +15,13 @@ use crate::pb;
 /// What every response shows instead of a secret. Sending it back keeps the stored secret.
 pub const MASK: &str = "********";
 
+/// Bounds on auth fields: each is sent as a header with every delivery, and receivers (and
+/// proxies in front of them) refuse headers of more than a few KiB.
+const MAX_HEADER_NAME: usize = 256;
+const MAX_HEADER_VALUE: usize = 4096;
+const MAX_USERNAME: usize = 256;
+const MAX_PASSWORD: usize = 1024;
+
 /// Header names a webhook's API key may not use: they frame the request or carry our own
 /// signature, so letting a user set them would break or forge the delivery.
 const RESERVED_HEADERS: &[&str] = &[
@@ -498,6 +505,8 @@ fn check_header_name(name: &str, problems: &mut Vec<FieldViolation>) {
             field,
             "required: the header name sent to your endpoint, e.g. X-Webhook-Key",
         ));
+    } else if name.len() > MAX_HEADER_NAME {
+        problems.push(too_long(field, MAX_HEADER_NAME));
     } else if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
         problems.push(FieldViolation::new(
             field,
@@ -522,6 +531,8 @@ fn check_header_value(value: &str, problems: &mut Vec<FieldViolation>) {
             field,
             "required: the header value sent to your endpoint",
         ));
+    } else if value.len() > MAX_HEADER_VALUE {
+        problems.push(too_long(field, MAX_HEADER_VALUE));
     } else if http::HeaderValue::from_str(value).is_err() {
         problems.push(FieldViolation::new(
             field,
@@ -534,6 +545,8 @@ fn check_username(username: &str, problems: &mut Vec<FieldViolation>) {
     let field = "webhooks.auth.basic.username";
     if username.is_empty() {
         problems.push(FieldViolation::new(field, "required: must not be empty"));
+    } else if username.len() > MAX_USERNAME {
+        problems.push(too_long(field, MAX_USERNAME));
     } else if username.contains(':') {
         problems.push(FieldViolation::new(
             field,
@@ -548,12 +561,18 @@ fn check_username(username: &str, problems: &mut Vec<FieldViolation>) {
 }
 
 fn check_password(password: &str, problems: &mut Vec<FieldViolation>) {
-    if password.chars().any(char::is_control) {
+    if password.len() > MAX_PASSWORD {
+        problems.push(too_long("webhooks.auth.basic.password", MAX_PASSWORD));
+    } else if password.chars().any(char::is_control) {
         problems.push(FieldViolation::new(
             "webhooks.auth.basic.password",
             "must not contain control characters such as line breaks",
         ));
     }
+}
+
+fn too_long(field: &str, max: usize) -> FieldViolation {
+    FieldViolation::new(field, format!("too long: at most {max} bytes"))
 }
 
 impl Patch {

@@ -222,6 +222,10 @@ pub fn check_webhook_url(raw: &str, policy: TargetPolicy) -> Result<Url, UrlProb
     if !url.username().is_empty() || url.password().is_some() {
         return Err(UrlProblem::Credentials);
     }
+    // Port 0 parses but nothing can listen on it.
+    if url.port() == Some(0) {
+        return Err(UrlProblem::InvalidPort);
+    }
     match url.host() {
         None => return Err(UrlProblem::MissingHost),
         Some(Host::Domain(name)) => {

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{MethodRouter, get, post};
@@ -104,10 +105,11 @@ async fn list(
 
 async fn get_one(
     State(app): State<App>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let account = account(&app, &headers).await?;
+    let id = delivery_id(path)?;
     let delivery = app.events.get(account, id).await?;
     Ok(Json(
         json!({"status": "success", "data": delivery_json(&delivery)}),
@@ -116,10 +118,11 @@ async fn get_one(
 
 async fn redeliver(
     State(app): State<App>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let account = account(&app, &headers).await?;
+    let id = delivery_id(path)?;
     let delivery = app.events.redeliver(account, id).await?;
     Ok(Json(json!({
         "status": "success",
@@ -225,6 +228,12 @@ async fn rotate_secret(
         "message": "Signing secret rotated; the previous one keeps signing for 24 hours",
         "data": secret_json(&secret),
     })))
+}
+
+/// The `{id}` of a delivery path; a path that cannot be read is answered in our error shape.
+fn delivery_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(id)| id)
+        .map_err(|_| ApiError::invalid("id", "not a delivery id; ids look like msg_0123abcd..."))
 }
 
 fn required_query_id(query: &Query<HashMap<String, String>>) -> Result<i64, ApiError> {

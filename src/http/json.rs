@@ -14,6 +14,9 @@ use crate::pb;
 pub const INTERVIEW_ID_HINT: &str =
     "must be a positive integer, as a JSON number or a string of digits";
 
+/// What an `ai_interview_id` of the wrong type was expected to be.
+const INTERVIEW_ID_EXPECTED: &str = "a positive integer (a JSON number or a string of digits)";
+
 /// Parses an id given as text (query string, or a JSON string).
 pub fn parse_interview_id(raw: &str) -> Option<i64> {
     if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
@@ -151,12 +154,17 @@ fn first_list(value: &serde_json::Value, path: &str) -> Option<String> {
     }
 }
 
-/// serde_json appends "at line L column C"; the field path already says where.
+/// serde's message without what only makes sense to us: the "at line L column C" that the
+/// field path already gives, and our Rust type names (`expected struct PutBody`).
 fn strip_position(err: &serde_json::Error) -> String {
     let text = err.to_string();
-    match text.rfind(" at line ") {
-        Some(i) => text[..i].to_owned(),
-        None => text,
+    let text = match text.rfind(" at line ") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    match text.find("expected struct ") {
+        Some(i) => format!("{}expected a JSON object", &text[..i]),
+        None => text.to_owned(),
     }
 }
 
@@ -271,7 +279,7 @@ fn interview_id<'de, D: Deserializer<'de>>(de: D) -> Result<Option<i64>, D::Erro
         type Value = Option<i64>;
 
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str(INTERVIEW_ID_HINT)
+            f.write_str(INTERVIEW_ID_EXPECTED)
         }
 
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {

@@ -121,7 +121,10 @@ impl IntoResponse for ApiError {
 
 /// The account of the request's `apiKey` header.
 async fn account(app: &App, headers: &HeaderMap) -> Result<AccountId, ApiError> {
-    let presented = headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok());
+    // A header that is not text cannot be a key of ours; say "invalid", not "missing".
+    let presented = headers
+        .get(API_KEY_HEADER)
+        .map(|v| v.to_str().unwrap_or("(not text)"));
     Ok(app.auth.authenticate(presented).await?)
 }
 

@@ -135,9 +135,17 @@ impl EventsService {
             n => n.min(MAX_PAGE_SIZE),
         };
 
+        let first_page = after.is_none();
         let rows = self
             .db
-            .read(move |c| deliveries::list(c, account.0, id, state_filter, after, limit + 1))
+            .read(move |c| {
+                let rows = deliveries::list(c, account.0, id, state_filter, after, limit + 1)?;
+                // As for settings: another account's interview looks like none at all.
+                if rows.is_empty() && first_page && settings::get(c, account.0, id)?.is_none() {
+                    return Err(Error::interview_not_found(id));
+                }
+                Ok(rows)
+            })
             .await?;
         let more = rows.len() as i64 > limit;
         let rows = &rows[..rows.len().min(limit as usize)];
@@ -247,6 +255,14 @@ fn publish_in_tx(
     row: DeliveryRow,
     kind: EventKind,
 ) -> Result<Published, Error> {
+    // A repeated key answers with the first delivery, even if the webhook changed since.
+    if let Some(key) = &row.idempotency_key
+        && let Some(first) = deliveries::by_idempotency_key(conn, row.account_id, key)?
+    {
+        same_event(&first, &row)?;
+        return Ok(Published::Queued(Box::new(first), false));
+    }
+
     let found = settings::get_for_delivery(conn, row.account_id, row.ai_interview_id)?;
     let enabled = found
         .as_ref()
@@ -262,8 +278,22 @@ fn publish_in_tx(
         };
         return Ok(Published::Skipped(why));
     }
-    let (row, is_new) = deliveries::insert(conn, &row)?;
-    Ok(Published::Queued(Box::new(row), is_new))
+    let (stored, is_new) = deliveries::insert(conn, &row)?;
+    same_event(&stored, &row)?;
+    Ok(Published::Queued(Box::new(stored), is_new))
+}
+
+/// An idempotency key names one event: reusing it for another is a mistake worth an error,
+/// not a silent answer about the first event.
+fn same_event(first: &DeliveryRow, new: &DeliveryRow) -> Result<(), Error> {
+    if first.ai_interview_id == new.ai_interview_id && first.event == new.event {
+        return Ok(());
+    }
+    Err(Error::Conflict(format!(
+        "idempotency_key was already used for the {} event of AI interview {}; use a new key \
+         for a different event",
+        first.event, first.ai_interview_id
+    )))
 }
 
 fn event_kind(event: i32, problems: &mut Vec<FieldViolation>) -> Option<EventKind> {

@@ -97,7 +97,8 @@ pub fn insert(conn: &mut DbConnection, row: &DeliveryRow) -> Result<(DeliveryRow
     Ok((existing, false))
 }
 
-fn by_idempotency_key(
+/// The account's delivery created with `key`, if any.
+pub fn by_idempotency_key(
     conn: &mut DbConnection,
     account_id: i64,
     key: &str,
@@ -258,13 +259,23 @@ pub fn list(
     Ok(query.load(conn)?)
 }
 
-/// Queues a delivery again from the start of the retry schedule, keeping its id.
+/// Queues a delivery again from the start of the retry schedule, keeping its id. `None` when
+/// the account has no such delivery; a conflict while an attempt of it is under way.
 pub fn redeliver(
     conn: &mut DbConnection,
     account_id: i64,
     id: &str,
     now: i64,
 ) -> Result<Option<DeliveryRow>, Error> {
+    let Some((current, _)) = get(conn, account_id, id)? else {
+        return Ok(None);
+    };
+    if current.lease_expires_at.is_some_and(|until| until > now) {
+        return Err(Error::Conflict(
+            "an attempt of this delivery is under way; redeliver it once it has finished"
+                .to_owned(),
+        ));
+    }
     let n = diesel::update(
         d::table
             .filter(d::id.eq(id))

@@ -564,6 +564,23 @@ async fn an_idempotency_key_creates_one_delivery(backend: Backend) {
     assert_eq!(second.delivery.unwrap().id, first);
     assert_ne!(other.delivery.unwrap().id, first);
 
+    // The key names one event: reusing it for another is refused, not answered with the first.
+    let err = client
+        .publish_event(pb::PublishEventRequest {
+            ai_interview_id: 5,
+            event: pb::Event::Submission.into(),
+            data: None,
+            idempotency_key: Some("k-1".into()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Aborted, "{err:?}");
+    assert!(
+        err.message().contains("idempotency_key"),
+        "{}",
+        err.message()
+    );
+
     receiver.wait_for("/s", 2, WAIT).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ns: Vec<i64> = receiver
@@ -617,10 +634,49 @@ async fn redeliver_sends_again_with_the_same_id(backend: Backend) {
             server
                 .http
                 .get(server.url(&format!("/ai-interviews/settings/webhooks/deliveries/{id}")))
-                .header("apiKey", stranger),
+                .header("apiKey", &stranger),
         )
         .await;
     assert_eq!(reply.status, 404, "{}", reply.body);
+    let list = "/ai-interviews/settings/webhooks/deliveries/?ai_interview_id=6";
+    let reply = server
+        .send(
+            server
+                .http
+                .get(server.url(&list))
+                .header("apiKey", &stranger),
+        )
+        .await;
+    assert_eq!(
+        reply.status, 404,
+        "another account's log must look absent: {}",
+        reply.body
+    );
+    let reply = server
+        .send(
+            server
+                .http
+                .get(server.url(&list))
+                .header("apiKey", &server.api_key),
+        )
+        .await;
+    assert_eq!(
+        reply.json()["data"]["deliveries"].as_array().unwrap().len(),
+        1
+    );
+
+    // While an attempt is under way, a redelivery would send the event twice at once.
+    receiver.script("/h", [Answer::Slow(Duration::from_millis(800))]);
+    client
+        .redeliver_delivery(pb::RedeliverDeliveryRequest { id: id.clone() })
+        .await
+        .unwrap();
+    receiver.wait_for("/h", 3, WAIT).await;
+    let err = client
+        .redeliver_delivery(pb::RedeliverDeliveryRequest { id: id.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Aborted, "{err:?}");
 }
 
 async fn a_test_event_is_sent_now_and_reported(backend: Backend) {

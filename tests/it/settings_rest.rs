@@ -644,6 +644,27 @@ fn bad_inputs() -> Vec<Bad> {
         ),
         bad("not a URL", start("not a url"), "webhooks.start.url"),
         bad(
+            "port 0",
+            start("https://example.com:0/h"),
+            "webhooks.start.url",
+        ),
+        bad(
+            "a 5 KiB API key value",
+            auth(&format!(
+                r#"{{"type": "apikey", "apikey": {{"key": "X-K", "value": "{}"}}}}"#,
+                "v".repeat(5000)
+            )),
+            "webhooks.auth.apikey.value",
+        ),
+        bad(
+            "a 2 KiB password",
+            auth(&format!(
+                r#"{{"type": "basic", "basic": {{"username": "u", "password": "{}"}}}}"#,
+                "p".repeat(2000)
+            )),
+            "webhooks.auth.basic.password",
+        ),
+        bad(
             "URL with user:password",
             start("https://user:pw@example.com/h"),
             "webhooks.start.url",
