@@ -643,7 +643,7 @@ async fn redeliver_sends_again_with_the_same_id(backend: Backend) {
         .send(
             server
                 .http
-                .get(server.url(&list))
+                .get(server.url(list))
                 .header("apiKey", &stranger),
         )
         .await;
@@ -656,7 +656,7 @@ async fn redeliver_sends_again_with_the_same_id(backend: Backend) {
         .send(
             server
                 .http
-                .get(server.url(&list))
+                .get(server.url(list))
                 .header("apiKey", &server.api_key),
         )
         .await;
