@@ -75,16 +75,15 @@ async fn api_keys(cmd: ApiKeysCommand) -> anyhow::Result<()> {
                 Ok(accounts::list_keys(conn, account.as_deref())?)
             })
             .await?;
-            println!("{:<18} {:<24} {:<14} status", "id", "account", "created_ms");
+            let time = |ms: i64| crate::service::settings::timestamp(ms).to_string();
+            println!("{:<18} {:<24} {:<26} status", "id", "account", "created");
             for k in keys {
                 let status = match k.revoked_at {
-                    Some(at) => format!("revoked at {at}"),
+                    Some(at) => format!("revoked {}", time(at)),
                     None => "active".to_owned(),
                 };
-                println!(
-                    "{:<18} {:<24} {:<14} {status}",
-                    k.id, k.account, k.created_at
-                );
+                let created = time(k.created_at);
+                println!("{:<18} {:<24} {created:<26} {status}", k.id, k.account);
             }
         }
         ApiKeysCommand::Revoke { key, database } => {
