@@ -128,6 +128,9 @@ impl Sender {
             Err(err) => attempted.error = Some(describe(err)),
         }
         attempted.duration = started.elapsed();
+        if let Some(auth) = out.auth {
+            scrub(&mut attempted.response_body, auth);
+        }
         attempted
     }
 
@@ -179,6 +182,27 @@ impl Sender {
         request
             .build()
             .map_err(|_| format!("cannot build a request to {}", redact(&url)))
+    }
+}
+
+/// Masks the auth secrets in a receiver's answer: a receiver that echoes its request headers
+/// must not make the attempt log (or a test event's reply) show them.
+fn scrub(body: &mut Option<String>, auth: &Auth) {
+    let Some(text) = body.as_mut() else {
+        return;
+    };
+    let secrets: Vec<String> = match &auth.credentials {
+        Credentials::ApiKey { value, .. } => vec![value.expose().to_owned()],
+        Credentials::Basic { username, password } => vec![
+            password.expose().to_owned(),
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{username}:{}", password.expose())),
+        ],
+    };
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        if text.contains(secret.as_str()) {
+            *text = text.replace(secret.as_str(), crate::domain::settings::MASK);
+        }
     }
 }
 
@@ -235,6 +259,34 @@ fn describe(err: reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echoed_secrets_are_masked_in_the_logged_answer() {
+        use crate::domain::settings::Secret;
+
+        let basic = Auth {
+            enabled: true,
+            credentials: Credentials::Basic {
+                username: "u".into(),
+                password: Secret::new("hunter2"),
+            },
+        };
+        let token = base64::engine::general_purpose::STANDARD.encode("u:hunter2");
+        let mut body = Some(format!("pw=hunter2 auth=Basic {token}"));
+        scrub(&mut body, &basic);
+        assert_eq!(body.unwrap(), "pw=******** auth=Basic ********");
+
+        let apikey = Auth {
+            enabled: true,
+            credentials: Credentials::ApiKey {
+                header: "X-K".into(),
+                value: Secret::new("k3y"),
+            },
+        };
+        let mut body = Some("x-k: k3y".to_owned());
+        scrub(&mut body, &apikey);
+        assert_eq!(body.unwrap(), "x-k: ********");
+    }
 
     #[test]
     fn retry_after_reads_seconds_and_dates() {
