@@ -145,11 +145,11 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(run(&args, &mut results));
 
     print!("{}", results.table());
-    if let Some(path) = &args.json {
-        if let Err(e) = std::fs::write(path, results.json()) {
-            eprintln!("load: writing {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
+    if let Some(path) = &args.json
+        && let Err(e) = std::fs::write(path, results.json())
+    {
+        eprintln!("load: writing {}: {e}", path.display());
+        return ExitCode::FAILURE;
     }
     match outcome {
         Err(e) => {
@@ -157,7 +157,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
         Ok(()) if results.errors() > 0 => {
-            eprintln!("load: {} requests failed (see the samples above)", results.errors());
+            eprintln!(
+                "load: {} requests failed (see the samples above)",
+                results.errors()
+            );
             ExitCode::FAILURE
         }
         Ok(()) => ExitCode::SUCCESS,
@@ -219,7 +222,10 @@ async fn sqlite_rounds(
         flags.extend(["--retry-schedule", "1s,1s,1s"]);
     }
     let server = Proc::serve(url, &flags, dir, "sqlite")?;
-    progress(&format!("interview-webhooks on SQLite, pid {}", server.pid()));
+    progress(&format!(
+        "interview-webhooks on SQLite, pid {}",
+        server.pid()
+    ));
     let grpc = Grpc::new(server.channels(args.connections).await?, &server.api_key)?;
     let http = phases::http_client(args.concurrency)?;
     let http_addr = server.http.expect("serve has an HTTP address");
@@ -264,7 +270,10 @@ async fn sqlite_rounds(
             slice.add("rest_put", stats);
         }
         if slice.wants("bare_post") {
-            slice.add("bare_post", phases::bare_post(&http, &bare_receiver, plan).await);
+            slice.add(
+                "bare_post",
+                phases::bare_post(&http, &bare_receiver, plan).await,
+            );
         }
         if let Some(delivery) = &delivery {
             let (delivered, published) = delivery.round(plan).await;
@@ -287,7 +296,10 @@ async fn postgres_rounds(
     results: &mut Results,
 ) -> Result<(), String> {
     let server = Proc::serve(url, &[], dir, "postgres")?;
-    progress(&format!("interview-webhooks on PostgreSQL, pid {}", server.pid()));
+    progress(&format!(
+        "interview-webhooks on PostgreSQL, pid {}",
+        server.pid()
+    ));
     let grpc = Grpc::new(server.channels(args.connections).await?, &server.api_key)?;
     let http = phases::http_client(args.concurrency)?;
     let http_addr = server.http.expect("serve has an HTTP address");

@@ -22,9 +22,10 @@ pub const INTERVIEWS: u64 = 1_000;
 /// First interview id of the delivery phase (one interview per publisher).
 const DELIVERY_INTERVIEWS: i64 = 2_000_001;
 
-/// The most published events not yet seen by the receiver: enough to keep every delivery
-/// slot busy, small enough that the drain after the phase is short.
-const BACKLOG: usize = 2_048;
+/// The most published events not yet seen by the receiver, per publisher: enough to keep
+/// every delivery slot busy (8x more measured the same events/s), small enough that the
+/// publish-to-arrival latency says more than the length of the queue.
+const BACKLOG_PER_PUBLISHER: usize = 4;
 
 /// How long, at most, the deliveries still queued after the phase may take to arrive.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -172,7 +173,11 @@ pub async fn grpc_update(grpc: &Grpc, plan: Plan) -> Stats {
         let url = format!("https://hooks.example.com/start/{seq}");
         let req = grpc.request(update_start(id, url.clone()));
         async move {
-            let got = client.update_webhooks(req).await.map_err(status)?.into_inner();
+            let got = client
+                .update_webhooks(req)
+                .await
+                .map_err(status)?
+                .into_inner();
             let stored = got.webhooks.and_then(|w| w.start).and_then(|s| s.url);
             if stored.as_deref() != Some(url.as_str()) {
                 return Err(format!("sent start.url {url}, the answer has {stored:?}"));
@@ -287,7 +292,7 @@ fn delivery_id(answer: pb::PublishEventResponse) -> Result<String, String> {
 }
 
 /// Events published with `PublishEvent` to webhooks at a local receiver, one interview per
-/// publisher, at most [`BACKLOG`] not yet delivered. Measured as first arrivals per second at
+/// publisher, at most [`BACKLOG_PER_PUBLISHER`] per publisher not yet delivered. Measured as first arrivals per second at
 /// the receiver, with the latency from publish to arrival; every published event must arrive,
 /// once.
 pub struct DeliveryBench {
@@ -305,7 +310,12 @@ impl DeliveryBench {
         concurrency: usize,
     ) -> Result<Result<Self, String>, String> {
         let ids: Vec<(i64, String)> = (0..concurrency as i64)
-            .map(|i| (DELIVERY_INTERVIEWS + i, receiver.url(DELIVERY_INTERVIEWS + i)))
+            .map(|i| {
+                (
+                    DELIVERY_INTERVIEWS + i,
+                    receiver.url(DELIVERY_INTERVIEWS + i),
+                )
+            })
             .collect();
         configure(grpc, concurrency, ids).await?;
         let seen = receiver.seen.clone();
@@ -330,7 +340,8 @@ impl DeliveryBench {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
 
-        seen.delivered.add_permits(BACKLOG);
+        seen.delivered
+            .add_permits(BACKLOG_PER_PUBLISHER * concurrency);
         Ok(Ok(Self {
             grpc: grpc.clone(),
             seen,
@@ -397,9 +408,15 @@ impl DeliveryBench {
         let duplicates = seen.duplicates.load(Ordering::Relaxed) - before.1;
         let malformed = seen.malformed.load(Ordering::Relaxed) - before.2;
         let problems = [
-            (missing as u64, format!("not delivered within {DRAIN_TIMEOUT:?} of the end")),
+            (
+                missing as u64,
+                format!("not delivered within {DRAIN_TIMEOUT:?} of the end"),
+            ),
             (duplicates, "delivered more than once".to_owned()),
-            (malformed, "arrived without webhook-id or data.sent_us".to_owned()),
+            (
+                malformed,
+                "arrived without webhook-id or data.sent_us".to_owned(),
+            ),
         ];
         for (count, message) in problems {
             for _ in 0..count {

@@ -45,7 +45,9 @@ impl Schema {
             return;
         }
         let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
-        if let Err(e) = connect(&self.base).and_then(|mut c| c.batch_execute(&sql).map_err(|e| e.to_string())) {
+        if let Err(e) =
+            connect(&self.base).and_then(|mut c| c.batch_execute(&sql).map_err(|e| e.to_string()))
+        {
             eprintln!("load: could not drop schema {}: {e}", self.name);
         }
     }

@@ -52,7 +52,12 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `interview-webhooks serve` on `database_url`, with two free loopback ports.
-    pub fn serve(database_url: &str, extra: &[&str], dir: &Path, tag: &str) -> Result<Self, String> {
+    pub fn serve(
+        database_url: &str,
+        extra: &[&str],
+        dir: &Path,
+        tag: &str,
+    ) -> Result<Self, String> {
         let grpc = free_port()?;
         let http = free_port()?;
         let log = dir.join(format!("{tag}.log"));
@@ -168,7 +173,10 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        eprintln!("{} did not stop within {STOP_TIMEOUT:?}; killing it", self.name);
+        eprintln!(
+            "{} did not stop within {STOP_TIMEOUT:?}; killing it",
+            self.name
+        );
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

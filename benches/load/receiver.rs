@@ -69,7 +69,8 @@ impl Receiver {
         let app = Router::new()
             .route("/hook/{id}", post(receive))
             .with_state(seen.clone());
-        let server = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+        let server =
+            axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
         tokio::spawn(async move {
             if let Err(e) = server.await {
                 eprintln!("receiver stopped: {e}");
@@ -118,7 +119,10 @@ async fn receive(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: Bytes)
     let id = headers.get("webhook-id").and_then(|v| v.to_str().ok());
     let sent_us = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
-        .and_then(|v| v.pointer("/data/sent_us").and_then(serde_json::Value::as_u64));
+        .and_then(|v| {
+            v.pointer("/data/sent_us")
+                .and_then(serde_json::Value::as_u64)
+        });
     let (Some(id), Some(sent_us)) = (id, sent_us) else {
         seen.malformed.fetch_add(1, Ordering::Relaxed);
         return StatusCode::OK;

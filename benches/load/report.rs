@@ -11,10 +11,20 @@ use super::drive::{Plan, Stats};
 const RATIOS: [(&str, &str, &str, Option<f64>); 6] = [
     ("ratio_get_echo", "grpc_get", "echo", Some(0.6)),
     ("ratio_update_echo", "grpc_update", "echo", Some(0.3)),
-    ("ratio_rest_grpc_update", "rest_put", "grpc_update", Some(0.8)),
+    (
+        "ratio_rest_grpc_update",
+        "rest_put",
+        "grpc_update",
+        Some(0.8),
+    ),
     ("ratio_delivery_bare", "delivery", "bare_post", Some(0.5)),
     ("ratio_pg_update_echo", "pg_grpc_update", "echo", None),
-    ("ratio_pg_rest_grpc_update", "pg_rest_put", "pg_grpc_update", None),
+    (
+        "ratio_pg_rest_grpc_update",
+        "pg_rest_put",
+        "pg_grpc_update",
+        None,
+    ),
 ];
 
 /// The peak RSS goal, MiB.
@@ -205,7 +215,10 @@ impl Results {
         for (process, mib) in &self.rss {
             let value = mib.map_or("?".to_owned(), |m| format!("{m:.1}"));
             let (goal, verdict) = if process.starts_with("interview-webhooks") {
-                (format!("<= {RSS_GOAL_MIB}"), verdict(mib.is_some_and(|m| m <= RSS_GOAL_MIB)))
+                (
+                    format!("<= {RSS_GOAL_MIB}"),
+                    verdict(mib.is_some_and(|m| m <= RSS_GOAL_MIB)),
+                )
             } else {
                 ("-".to_owned(), "")
             };
@@ -287,8 +300,7 @@ impl Results {
                 "elapsed_s": round3(self.elapsed.as_secs_f64()),
             }),
         );
-        let mut text =
-            serde_json::to_string_pretty(&Value::Object(top_map)).expect("plain JSON");
+        let mut text = serde_json::to_string_pretty(&Value::Object(top_map)).expect("plain JSON");
         text.push('\n');
         text
     }
@@ -296,7 +308,10 @@ impl Results {
 
 /// Sets a top-level key: the number, or null when it was not measured.
 fn top_level(map: &mut Map<String, Value>, key: &str, value: Option<f64>) {
-    map.insert(key.to_owned(), value.map_or(Value::Null, |v| json!(round3(v))));
+    map.insert(
+        key.to_owned(),
+        value.map_or(Value::Null, |v| json!(round3(v))),
+    );
 }
 
 fn round3(v: f64) -> f64 {
