@@ -37,6 +37,7 @@ pub struct Results {
     connections: usize,
     slices: Vec<(usize, String, Stats)>,
     rss: Vec<(&'static str, Option<f64>)>,
+    fsync: Vec<(&'static str, Duration, Duration)>,
     notes: Vec<String>,
     /// How long the whole run took.
     pub elapsed: Duration,
@@ -58,6 +59,7 @@ impl Results {
             connections,
             slices: Vec::new(),
             rss: Vec::new(),
+            fsync: Vec::new(),
             notes: Vec::new(),
             elapsed: Duration::ZERO,
         }
@@ -77,6 +79,16 @@ impl Results {
     /// Records a process's peak RSS.
     pub fn rss(&mut self, process: &'static str, mib: Option<f64>) {
         self.rss.push((process, mib));
+    }
+
+    /// Records the disk's fsync latency (p50, p99) at one moment of the run.
+    pub fn fsync(&mut self, when: &'static str, (p50, p99): (Duration, Duration)) {
+        eprintln!(
+            "load: fsync at the {when}: p50 {:.2} ms, p99 {:.2} ms",
+            ms(p50),
+            ms(p99)
+        );
+        self.fsync.push((when, p50, p99));
     }
 
     /// Adds a line under the table.
@@ -226,6 +238,14 @@ impl Results {
             let _ = writeln!(out, "{label:<44} {value:>6} {goal:>7}  {verdict}");
         }
 
+        for (when, p50, p99) in &self.fsync {
+            let _ = writeln!(
+                out,
+                "disk fsync of 4 KiB at the {when}: p50 {:.2} ms, p99 {:.2} ms",
+                ms(*p50),
+                ms(*p99)
+            );
+        }
         for note in &self.notes {
             let _ = writeln!(out, "\n{note}");
         }
@@ -287,6 +307,13 @@ impl Results {
             .map(|(p, m)| ((*p).to_owned(), m.map_or(Value::Null, |v| json!(round3(v)))))
             .collect();
         top_map.insert("peak_rss_mib".into(), Value::Object(rss));
+        let fsync: Map<String, Value> = (self.fsync.iter())
+            .map(|(when, p50, p99)| {
+                let times = json!({"p50_ms": round3(ms(*p50)), "p99_ms": round3(ms(*p99))});
+                ((*when).to_owned(), times)
+            })
+            .collect();
+        top_map.insert("fsync".into(), Value::Object(fsync));
         top_map.insert("errors".into(), json!(self.errors()));
         top_map.insert("notes".into(), json!(self.notes));
         top_map.insert(
