@@ -45,6 +45,9 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
+// TODO: this checks that the database answers a read; a database that reads but cannot be
+// written (full disk, read-only file) still reports healthy. A probe through the writer would
+// catch it, at the cost of a write transaction per probe.
 async fn healthz(axum::extract::State(app): axum::extract::State<App>) -> Response {
     match app.settings.ping().await {
         Ok(()) => Json(json!({"status": "ok"})).into_response(),

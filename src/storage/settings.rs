@@ -62,6 +62,9 @@ struct Row {
     auth_type: Option<String>,
     auth_status: bool,
     apikey_key: Option<String>,
+    // TODO: webhook secrets are stored in clear (as the signing secret must be, to sign). An
+    // envelope key from the environment (AES-GCM per value) would protect a copied database
+    // file; not done yet because key management and rotation need their own design.
     apikey_value: Option<String>,
     basic_username: Option<String>,
     basic_password: Option<String>,
