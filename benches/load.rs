@@ -38,7 +38,7 @@ use phases::Grpc;
 use procs::Proc;
 use report::Results;
 
-/// Writes the fsync probe times.
+/// How many 4 KiB writes the fsync probe times.
 const FSYNC_PROBES: usize = 100;
 
 /// The parsed command line.

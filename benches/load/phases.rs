@@ -231,9 +231,8 @@ pub async fn rest_put(
 
 /// The body a webhook delivery carries, stamped for the receiver.
 fn event_body(seq: u64, sent_us: u64) -> String {
-    format!(
-        r#"{{"type":"ai_interview.started","timestamp":"2026-01-01T00:00:00Z","data":{{"seq":{seq},"sent_us":{sent_us},"ai_interview_id":1}}}}"#
-    )
+    let data = format!(r#"{{"seq":{seq},"sent_us":{sent_us},"ai_interview_id":1}}"#);
+    format!(r#"{{"type":"ai_interview.started","timestamp":"2026-01-01T00:00:00Z","data":{data}}}"#)
 }
 
 /// Plain POSTs of an event-shaped body to `receiver`: the delivery baseline.
@@ -292,9 +291,9 @@ fn delivery_id(answer: pb::PublishEventResponse) -> Result<String, String> {
 }
 
 /// Events published with `PublishEvent` to webhooks at a local receiver, one interview per
-/// publisher, at most [`BACKLOG_PER_PUBLISHER`] per publisher not yet delivered. Measured as first arrivals per second at
-/// the receiver, with the latency from publish to arrival; every published event must arrive,
-/// once.
+/// publisher, each publisher with at most [`BACKLOG_PER_PUBLISHER`] events not yet delivered.
+/// Measured as first arrivals per second at the receiver, with the latency from publish to
+/// arrival; every published event must arrive, once.
 pub struct DeliveryBench {
     grpc: Grpc,
     seen: Arc<Seen>,

@@ -270,6 +270,8 @@ impl Db {
         let pool = Pool::builder()
             .max_size(size)
             .connection_timeout(Duration::from_secs(5))
+            // A SQLite file connection cannot drop; checking it costs a statement per read.
+            .test_on_check_out(url.backend == Backend::Postgres)
             .build(Manager(url.clone()))?;
         let writer = writer::Writer::start(pool.clone(), url.backend);
         Ok(Self {

@@ -210,12 +210,17 @@ fn find(
     account_id: i64,
     ai_interview_id: i64,
 ) -> QueryResult<Option<Row>> {
-    ws::webhook_settings
-        .filter(ws::account_id.eq(account_id))
-        .filter(ws::ai_interview_id.eq(ai_interview_id))
-        .select(Row::as_select())
-        .first(conn)
-        .optional()
+    // The concrete connection and `get_result` (the key selects at most one row): through
+    // `MultiConnection` every call rebuilds the SQL to find its cached statement, and the
+    // `LIMIT ?` of `first` makes SQLite (3.47+) re-prepare the statement on every bind.
+    on_backend!(conn, |c| {
+        ws::webhook_settings
+            .filter(ws::account_id.eq(account_id))
+            .filter(ws::ai_interview_id.eq(ai_interview_id))
+            .select(Row::as_select())
+            .get_result(c)
+            .optional()
+    })
 }
 
 /// Loads one interview's settings; `None` when the account has none for it.
@@ -264,7 +269,7 @@ fn lock_row(
             .filter(ws::ai_interview_id.eq(ai_interview_id))
             .select(Row::as_select())
             .for_update()
-            .first(pg)
+            .get_result(pg)
             .optional()?,
     };
     row.ok_or(Error::Internal)
@@ -286,9 +291,11 @@ pub fn update(
     row.set_settings(&merged);
     row.updated_at = now;
 
-    diesel::update(ws::webhook_settings.find((account_id, ai_interview_id)))
-        .set(&row)
-        .execute(conn)?;
+    on_backend!(conn, |c| {
+        diesel::update(ws::webhook_settings.find((account_id, ai_interview_id)))
+            .set(&row)
+            .execute(c)
+    })?;
     Ok(row.stored())
 }
 
