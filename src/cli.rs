@@ -75,7 +75,7 @@ async fn api_keys(cmd: ApiKeysCommand) -> anyhow::Result<()> {
                 Ok(accounts::list_keys(conn, account.as_deref())?)
             })
             .await?;
-            let time = |ms: i64| crate::service::settings::timestamp(ms).to_string();
+            let time = |ms: i64| crate::pb::timestamp(ms).to_string();
             println!("{:<18} {:<24} {:<26} status", "id", "account", "created");
             for k in keys {
                 let status = match k.revoked_at {

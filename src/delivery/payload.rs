@@ -31,7 +31,7 @@ pub fn body(
 ) -> String {
     let mut data = data;
     data.insert("ai_interview_id".to_owned(), json!(ai_interview_id));
-    let timestamp = crate::service::settings::timestamp(now_ms).to_string();
+    let timestamp = crate::pb::timestamp(now_ms).to_string();
     json!({
         "type": event_type(kind),
         "timestamp": timestamp,

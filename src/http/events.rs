@@ -134,8 +134,8 @@ async fn redeliver(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TestBody {
-    #[serde(default)]
-    ai_interview_id: Option<Value>,
+    #[serde(default, deserialize_with = "super::json::interview_id")]
+    ai_interview_id: Option<i64>,
     #[serde(default)]
     event: Option<String>,
 }
@@ -158,7 +158,7 @@ async fn send_test(
             ));
         }
     };
-    let id = body_interview_id(body.ai_interview_id.as_ref())?;
+    let id = required_body_id(body.ai_interview_id)?;
     let out = app
         .events
         .send_test(
@@ -202,8 +202,8 @@ async fn secret(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RotateBody {
-    #[serde(default)]
-    ai_interview_id: Option<Value>,
+    #[serde(default, deserialize_with = "super::json::interview_id")]
+    ai_interview_id: Option<i64>,
 }
 
 async fn rotate_secret(
@@ -213,7 +213,7 @@ async fn rotate_secret(
 ) -> Result<Json<Value>, ApiError> {
     let account = account(&app, &headers).await?;
     let body: RotateBody = json_body(&headers, body).await?;
-    let id = body_interview_id(body.ai_interview_id.as_ref())?;
+    let id = required_body_id(body.ai_interview_id)?;
     let secret = app
         .settings
         .rotate_signing_secret(
@@ -246,12 +246,7 @@ fn required_query_id(query: &Query<HashMap<String, String>>) -> Result<i64, ApiE
     })
 }
 
-fn body_interview_id(value: Option<&Value>) -> Result<i64, ApiError> {
-    let id = match value {
-        Some(Value::Number(n)) => n.as_i64().filter(|n| *n > 0),
-        Some(Value::String(s)) => super::json::parse_interview_id(s),
-        _ => None,
-    };
+fn required_body_id(id: Option<i64>) -> Result<i64, ApiError> {
     id.ok_or_else(|| ApiError::invalid("ai_interview_id", INTERVIEW_ID_HINT))
 }
 

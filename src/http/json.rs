@@ -271,8 +271,9 @@ where
     }
 }
 
-/// Accepts `42` or `"42"` (the proto3 JSON convention for 64-bit integers).
-fn interview_id<'de, D: Deserializer<'de>>(de: D) -> Result<Option<i64>, D::Error> {
+/// Accepts `42` or `"42"` (the proto3 JSON convention for 64-bit integers); every REST body
+/// reads its `ai_interview_id` with it.
+pub fn interview_id<'de, D: Deserializer<'de>>(de: D) -> Result<Option<i64>, D::Error> {
     struct Id;
 
     impl Visitor<'_> for Id {

@@ -8,12 +8,13 @@ use tokio::sync::Notify;
 use tracing::info;
 
 use super::auth::AccountId;
-use super::settings::timestamp;
+
 use crate::delivery::payload;
 use crate::delivery::sender::{Attempted, Outgoing, Sender};
 use crate::domain::settings::{EventKind, check_interview_id};
 use crate::error::{Error, FieldViolation};
 use crate::pb;
+use crate::pb::timestamp;
 use crate::storage::deliveries::{self, AttemptRow, DeliveryRow, state};
 use crate::storage::{Db, now_ms, settings};
 

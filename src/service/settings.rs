@@ -7,6 +7,7 @@ use crate::domain::settings::{check_interview_id, parse_update};
 use crate::domain::url_guard::TargetPolicy;
 use crate::error::Error;
 use crate::pb;
+use crate::pb::timestamp;
 use crate::storage::settings::{self as store, SigningSecrets, StoredSettings};
 use crate::storage::{Db, now_ms};
 
@@ -118,13 +119,5 @@ fn secret_to_proto(ai_interview_id: i64, secrets: &SigningSecrets) -> pb::Signin
             .previous
             .as_ref()
             .map(|(_, until)| timestamp(*until)),
-    }
-}
-
-/// A Unix-ms time as a protobuf timestamp.
-pub fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
     }
 }
