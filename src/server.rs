@@ -2,6 +2,7 @@
 //! already-bound listeners, and a graceful shutdown when the given future resolves.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::delivery::DeliveryOptions;
+use crate::delivery::queue::Handoff;
 use crate::domain::url_guard::TargetPolicy;
 use crate::service::App;
 use crate::storage::{self, DatabaseUrl, Db, accounts};
@@ -67,7 +69,20 @@ pub async fn run(
     http: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = App::new(db.clone(), options.policy, &options.delivery)?;
+    let (handoff, inbox) = Handoff::new(
+        crate::delivery::payload::new_delivery_id().replacen("msg_", "worker_", 1),
+        options.delivery.lease(),
+        // Room for a few rounds of attempts: publishes that find it full are claimed instead,
+        // which costs a trip to the database.
+        options.delivery.concurrency * 4,
+    );
+    let handoff = Arc::new(handoff);
+    let app = App::new(
+        db.clone(),
+        options.policy,
+        &options.delivery,
+        handoff.clone(),
+    )?;
     let stop = CancellationToken::new();
 
     let (routes, health) = crate::grpc::routes(app.clone())?;
@@ -95,7 +110,8 @@ pub async fn run(
         db,
         app.sender.clone(),
         options.delivery.clone(),
-        app.wake.clone(),
+        handoff,
+        inbox,
         stop.clone(),
     ));
 

@@ -2,6 +2,7 @@
 //! schedule.
 
 pub mod payload;
+pub mod queue;
 pub mod resolver;
 pub mod schedule;
 pub mod sender;

@@ -1,49 +1,83 @@
-//! The outbox worker: claims due deliveries, makes the attempts, records the outcomes.
+//! The outbox worker: takes the events this process publishes, claims whatever else is due,
+//! makes the attempts and records the outcomes.
 //!
-//! Local publishes wake it at once; it also polls, for work published by another process and
-//! for claims whose lease expired. A semaphore bounds the attempts in flight and each attempt
-//! runs in its own task, so a receiver that never answers holds one slot until the timeout and
-//! deliveries to other URLs carry on. On shutdown it stops claiming and gives in-flight
-//! attempts the attempt timeout to finish; whatever is cut short keeps its lease until it
-//! expires and is then delivered again (at least once, same `webhook-id`).
+//! Events published here arrive already leased, through the [`queue`](super::queue) hand-off.
+//! The worker also claims due rows from the outbox: on a wake-up (an event that found the queue
+//! full, a redelivery) and on every poll, for retries, for work published by another process
+//! and for leases that expired. A semaphore bounds the attempts in flight and each attempt runs
+//! in its own task, so a receiver that never answers holds one slot until the timeout and
+//! deliveries to other URLs carry on.
+//!
+//! Outcomes are written by one recorder task, a batch of them per write: an attempt's slot is
+//! free as soon as the receiver has answered, and a thousand deliveries a second cost tens of
+//! writes, not a thousand. Until its outcome is committed a delivery stays leased, so an
+//! outcome lost to a crash means the event is sent again after the lease (at least once, same
+//! `webhook-id`), never that it is dropped.
+//!
+//! On shutdown the worker stops taking work and gives in-flight attempts the attempt timeout
+//! to finish; the recorder then writes what they found.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::DeliveryOptions;
+use super::queue::{Fresh, Handoff, Inbox};
 use super::sender::{Attempted, Outgoing, Sender};
-use crate::domain::settings::EventKind;
-use crate::error::Error;
-use crate::storage::deliveries::{self, AttemptRow, DeliveryRow, Next};
+use crate::domain::settings::{EventKind, Settings};
+use crate::storage::deliveries::{self, AttemptRow, DeliveryRow, Next, Outcome};
+use crate::storage::settings::SigningSecrets;
 use crate::storage::{Backend, Db, now_ms, settings};
 
 /// The most deliveries claimed in one go.
 const MAX_CLAIM: usize = 256;
 
+/// The most outcomes written in one go.
+const MAX_RECORD: usize = 512;
+
+/// Outcomes waiting for the recorder before attempts wait to hand theirs over.
+const RECORD_QUEUE: usize = 4096;
+
+/// Settings handed over with an event are read again when the attempt starts later than this
+/// after they were read (the worker was busy): an attempt uses the settings as they are now.
+const FRESH_SETTINGS: Duration = Duration::from_millis(500);
+
 /// How often old finished deliveries are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// How long shutdown waits for the last outcomes to be written.
+const RECORD_GRACE: Duration = Duration::from_secs(5);
 
 /// Everything an attempt needs.
 struct Ctx {
     db: Db,
     sender: Arc<Sender>,
     options: DeliveryOptions,
+    outcomes: mpsc::Sender<Recorded>,
 }
 
-/// Runs until `stop` is cancelled, then waits for in-flight attempts (bounded).
+/// An outcome on its way to the recorder.
+struct Recorded {
+    outcome: Outcome,
+    /// Set when the receiver answered 410 Gone: the webhook to disable.
+    gone: Option<(i64, i64, EventKind)>,
+}
+
+/// Runs until `stop` is cancelled, then waits for in-flight attempts (bounded) and writes
+/// their outcomes.
 pub async fn run(
     db: Db,
     sender: Arc<Sender>,
     options: DeliveryOptions,
-    wake: Arc<Notify>,
+    handoff: Arc<Handoff>,
+    mut inbox: Inbox,
     stop: CancellationToken,
 ) {
-    let owner = super::payload::new_delivery_id().replacen("msg_", "worker_", 1);
+    let owner = handoff.owner().to_owned();
     if db.backend() == Backend::Sqlite {
         // One process per SQLite file: any lease left behind belongs to a dead predecessor.
         match db.write(deliveries::release_all_leases).await {
@@ -56,47 +90,66 @@ pub async fn run(
         }
     }
 
+    let (outcomes, recorded) = mpsc::channel(RECORD_QUEUE);
+    let recorder = tokio::spawn(record_loop(db.clone(), recorded));
     let ctx = Arc::new(Ctx {
         db,
         sender,
         options,
+        outcomes,
     });
     let permits = Arc::new(Semaphore::new(ctx.options.concurrency.max(1)));
     let tracker = TaskTracker::new();
     tracker.spawn(purge_loop(ctx.clone(), stop.clone()));
 
+    let mut poll = tokio::time::interval(ctx.options.poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Claim at once on start: there may be work left from before.
+    let mut claim_now = true;
     loop {
-        let first = tokio::select! {
+        let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => permit.expect("never closed"),
             () = stop.cancelled() => break,
         };
-        let limit = (permits.available_permits() + 1).min(MAX_CLAIM) as i64;
+
+        if !claim_now {
+            let handed = tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                Some(fresh) = inbox.fresh.recv() => Some(fresh),
+                () = handoff.woken() => None,
+                _ = poll.tick() => None,
+            };
+            if let Some(fresh) = handed {
+                let ctx = ctx.clone();
+                tracker.spawn(async move {
+                    deliver_fresh(&ctx, fresh).await;
+                    drop(permit);
+                });
+                continue;
+            }
+        }
+
+        let limit = (permits.available_permits() + 1).min(MAX_CLAIM);
         let lease = ctx.options.lease().as_millis() as i64;
         let owner_for_claim = owner.clone();
         let claimed = ctx
             .db
             .write(move |conn| {
-                deliveries::claim_due(conn, &owner_for_claim, now_ms(), lease, limit)
+                deliveries::claim_due(conn, &owner_for_claim, now_ms(), lease, limit as i64)
             })
             .await;
-
         let claimed = match claimed {
-            Ok(rows) if !rows.is_empty() => rows,
-            result => {
-                drop(first);
-                if result.is_err() {
-                    warn!("could not claim deliveries; retrying shortly");
-                }
-                tokio::select! {
-                    () = wake.notified() => {}
-                    () = tokio::time::sleep(ctx.options.poll_interval) => {}
-                    () = stop.cancelled() => break,
-                }
-                continue;
+            Ok(rows) => rows,
+            Err(_) => {
+                warn!("could not claim deliveries; retrying shortly");
+                Vec::new()
             }
         };
+        // A full claim means more may be due: claim again rather than wait for the poll.
+        claim_now = claimed.len() == limit;
 
-        let mut first = Some(first);
+        let mut first = Some(permit);
         for row in claimed {
             let permit = match first.take() {
                 Some(p) => p,
@@ -104,7 +157,7 @@ pub async fn run(
             };
             let ctx = ctx.clone();
             tracker.spawn(async move {
-                deliver(&ctx, row).await;
+                deliver_claimed(&ctx, row).await;
                 drop(permit);
             });
         }
@@ -115,40 +168,69 @@ pub async fn run(
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         warn!("stopped with attempts still in flight; they will be retried after their lease");
     }
+    // The recorder ends once every attempt has handed over its outcome and let go of `ctx`.
+    drop(ctx);
+    if tokio::time::timeout(RECORD_GRACE, recorder).await.is_err() {
+        warn!(
+            "stopped before every outcome was written; those deliveries are retried after their lease"
+        );
+    }
 }
 
-/// Makes one attempt of a claimed delivery and records what came of it.
-async fn deliver(ctx: &Ctx, row: DeliveryRow) {
-    let Some(kind) = EventKind::parse(&row.event) else {
-        warn!(delivery.id = %row.id, "delivery with an unknown event; cancelling it");
-        let id = row.id.clone();
-        let _ = ctx
-            .db
-            .write(move |c| deliveries::finish(c, &id, &Next::Cancelled, None, false, now_ms()))
-            .await;
-        return;
-    };
+/// Delivers an event handed over by a publish in this process.
+async fn deliver_fresh(ctx: &Ctx, fresh: Fresh) {
+    let Fresh {
+        row,
+        settings,
+        secrets,
+        read_at,
+    } = fresh;
 
-    // Each attempt uses the settings as they are now: a corrected password or URL applies to
-    // the next retry, and a disabled webhook cancels what is still queued for it.
+    // The lease must outlast the attempt, or another process may claim the event meanwhile
+    // and send it twice. An event that waited that long in the queue is left to expire and be
+    // claimed again.
+    let lease_left = row.lease_expires_at.unwrap_or(0) - now_ms();
+    let needed = (ctx.options.timeout + Duration::from_secs(1)).as_millis() as i64;
+    if lease_left < needed {
+        debug!(delivery.id = %row.id, "handed-over event waited past its lease; it will be claimed again");
+        return;
+    }
+
+    if read_at.elapsed() > FRESH_SETTINGS {
+        return deliver_claimed(ctx, row).await;
+    }
+    attempt(ctx, row, settings, secrets).await;
+}
+
+/// Delivers a delivery claimed from the outbox, with the settings as they are now: a
+/// corrected password or URL applies to the next retry, and a disabled webhook cancels what
+/// is still queued for it.
+async fn deliver_claimed(ctx: &Ctx, row: DeliveryRow) {
     let (account, interview) = (row.account_id, row.ai_interview_id);
     let found = ctx
         .db
         .read(move |c| settings::get_for_delivery(c, account, interview))
         .await;
-    let (current, secrets) = match found {
-        Ok(Some(found)) => found,
-        Ok(None) => return cancel(ctx, &row, "the webhook settings were removed").await,
+    match found {
+        Ok(Some((current, secrets))) => attempt(ctx, row, current, secrets).await,
+        Ok(None) => cancel(ctx, row, "the webhook settings were removed").await,
         // The lease expires and the attempt is made again later.
-        Err(_) => return,
+        Err(_) => {}
+    }
+}
+
+/// Makes one attempt of a leased delivery and hands what came of it to the recorder.
+async fn attempt(ctx: &Ctx, row: DeliveryRow, current: Settings, secrets: SigningSecrets) {
+    let Some(kind) = EventKind::parse(&row.event) else {
+        warn!(delivery.id = %row.id, "delivery with an unknown event; cancelling it");
+        return cancel(ctx, row, "the event is not one this version delivers").await;
     };
     let Some(url) = current.enabled_url(kind) else {
         let why = format!("the {} webhook was disabled before delivery", kind.as_str());
-        return cancel(ctx, &row, &why).await;
+        return cancel(ctx, row, &why).await;
     };
 
-    let now = now_ms();
-    let in_force = secrets.in_force(now);
+    let in_force = secrets.in_force(now_ms());
     let attempted = ctx
         .sender
         .send(Outgoing {
@@ -160,33 +242,57 @@ async fn deliver(ctx: &Ctx, row: DeliveryRow) {
         })
         .await;
 
-    let gone = attempted.status == Some(410);
     let next = decide(ctx, &row, &attempted);
     log_attempt(&row, kind, &attempted, &next);
-
-    let attempt = AttemptRow {
+    let gone =
+        (attempted.status == Some(410)).then_some((row.account_id, row.ai_interview_id, kind));
+    let outcome = Outcome {
         delivery_id: row.id.clone(),
-        attempted_at: attempted.at_ms,
-        duration_ms: attempted.duration.as_millis() as i64,
-        http_status: attempted.status.map(i32::from),
-        error: attempted.error.clone(),
-        response_body: attempted.response_body.clone(),
+        last_error: attempted.error.clone(),
+        attempt: Some(AttemptRow {
+            delivery_id: row.id,
+            attempted_at: attempted.at_ms,
+            duration_ms: attempted.duration.as_millis() as i64,
+            http_status: attempted.status.map(i32::from),
+            error: attempted.error,
+            response_body: attempted.response_body,
+        }),
+        next,
     };
-    let result = ctx
-        .db
-        .write(move |c| {
-            let now = now_ms();
-            if gone {
-                let reason =
-                    "the receiver answered 410 Gone; update the webhook to enable it again";
-                settings::disable_webhook(c, account, interview, kind, reason, now)?;
-            }
-            deliveries::record_attempt(c, &attempt, &next, now)
-        })
-        .await;
-    if let Err(err) = result {
-        // Not recorded: the lease expires and the event is sent again (same webhook-id).
-        warn!(delivery.id = %row.id, error = %err, "could not record a delivery attempt");
+    hand_to_recorder(ctx, Recorded { outcome, gone }).await;
+}
+
+async fn hand_to_recorder(ctx: &Ctx, recorded: Recorded) {
+    if ctx.outcomes.send(recorded).await.is_err() {
+        // Only while shutting down; the lease expires and the event is sent again.
+        warn!(
+            "an outcome arrived after the recorder stopped; that delivery is retried after its lease"
+        );
+    }
+}
+
+/// Writes outcomes in batches until every attempt has let go of its sender.
+async fn record_loop(db: Db, mut recorded: mpsc::Receiver<Recorded>) {
+    let mut batch = Vec::with_capacity(MAX_RECORD);
+    while recorded.recv_many(&mut batch, MAX_RECORD).await > 0 {
+        let taken = std::mem::take(&mut batch);
+        let count = taken.len();
+        let result = db
+            .write(move |c| {
+                let now = now_ms();
+                for (account, interview, kind) in taken.iter().filter_map(|r| r.gone) {
+                    let reason =
+                        "the receiver answered 410 Gone; update the webhook to enable it again";
+                    settings::disable_webhook(c, account, interview, kind, reason, now)?;
+                }
+                let outcomes: Vec<&Outcome> = taken.iter().map(|r| &r.outcome).collect();
+                deliveries::record(c, &outcomes, now)
+            })
+            .await;
+        if let Err(err) = result {
+            // Not recorded: the leases expire and the events are sent again (same webhook-id).
+            warn!(deliveries = count, error = %err, "could not record delivery attempts");
+        }
     }
 }
 
@@ -204,19 +310,22 @@ fn decide(ctx: &Ctx, row: &DeliveryRow, attempted: &Attempted) -> Next {
     }
 }
 
-async fn cancel(ctx: &Ctx, row: &DeliveryRow, why: &str) {
+async fn cancel(ctx: &Ctx, row: DeliveryRow, why: &str) {
     info!(delivery.id = %row.id, ai_interview_id = row.ai_interview_id, reason = why, "delivery cancelled");
-    let (id, why) = (row.id.clone(), why.to_owned());
-    let result: Result<(), Error> = ctx
-        .db
-        .write(move |c| {
-            let why = Some(why.clone());
-            deliveries::finish(c, &id, &Next::Cancelled, why, false, now_ms())
-        })
-        .await;
-    if result.is_err() {
-        warn!(delivery.id = %row.id, "could not record a cancellation; it will be retried");
-    }
+    let outcome = Outcome {
+        delivery_id: row.id,
+        attempt: None,
+        next: Next::Cancelled,
+        last_error: Some(why.to_owned()),
+    };
+    hand_to_recorder(
+        ctx,
+        Recorded {
+            outcome,
+            gone: None,
+        },
+    )
+    .await;
 }
 
 fn log_attempt(row: &DeliveryRow, kind: EventKind, attempted: &Attempted, next: &Next) {

@@ -1,21 +1,23 @@
 //! `PublishEvent` and the delivery log: list, get, redeliver, test event.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use tokio::sync::Notify;
 use tracing::info;
 
 use super::auth::AccountId;
 
 use crate::delivery::payload;
+use crate::delivery::queue::{Fresh, Handoff};
 use crate::delivery::sender::{Attempted, Outgoing, Sender};
-use crate::domain::settings::{EventKind, check_interview_id};
+use crate::domain::settings::{EventKind, Settings, check_interview_id};
 use crate::error::{Error, FieldViolation};
 use crate::pb;
 use crate::pb::timestamp;
 use crate::storage::deliveries::{self, AttemptRow, DeliveryRow, state};
+use crate::storage::settings::SigningSecrets;
 use crate::storage::{Db, now_ms, settings};
 
 /// The longest idempotency key accepted.
@@ -33,13 +35,17 @@ const MAX_PAGE_SIZE: i64 = 200;
 pub struct EventsService {
     db: Db,
     sender: Arc<Sender>,
-    wake: Arc<Notify>,
+    handoff: Arc<Handoff>,
 }
 
 impl EventsService {
-    /// Events over `db`; `wake` tells the delivery worker there is new work.
-    pub fn new(db: Db, sender: Arc<Sender>, wake: Arc<Notify>) -> Self {
-        Self { db, sender, wake }
+    /// Events over `db`, handed to this process's delivery worker through `handoff`.
+    pub fn new(db: Db, sender: Arc<Sender>, handoff: Arc<Handoff>) -> Self {
+        Self {
+            db,
+            sender,
+            handoff,
+        }
     }
 
     /// Commits the event to the outbox and returns its delivery, or why nothing is sent.
@@ -74,7 +80,12 @@ impl EventsService {
             return Err(Error::InvalidArgument(problems));
         };
 
+        // With a place in the worker's queue the event is written leased to this process's
+        // worker and handed over after the commit (see `delivery::queue`); without one it is
+        // written unleased and the worker claims it.
+        let place = self.handoff.reserve();
         let now = now_ms();
+        let lease_until = now + self.handoff.lease().as_millis() as i64;
         let row = DeliveryRow {
             id: payload::new_delivery_id(),
             account_id: account.0,
@@ -86,8 +97,8 @@ impl EventsService {
             attempt_count: 0,
             schedule_step: 0,
             next_attempt_at: now,
-            lease_owner: None,
-            lease_expires_at: None,
+            lease_owner: place.as_ref().map(|_| self.handoff.owner().to_owned()),
+            lease_expires_at: place.as_ref().map(|_| lease_until),
             last_error: None,
             created_at: now,
             updated_at: now,
@@ -97,26 +108,38 @@ impl EventsService {
             .write(move |conn| publish_in_tx(conn, row.clone(), kind))
             .await?;
 
-        match outcome {
-            Published::Queued(row, is_new) => {
-                if is_new {
-                    self.wake.notify_one();
-                    info!(
-                        delivery.id = %row.id, account_id = account.0,
-                        ai_interview_id = row.ai_interview_id, event = %row.event,
-                        "event queued for delivery"
-                    );
-                }
-                Ok(pb::PublishEventResponse {
-                    delivery: Some(to_proto(&row, &[])),
-                    skipped_reason: String::new(),
-                })
+        let Queued { row, is_new, read } = match outcome {
+            Published::Queued(queued) => *queued,
+            Published::Skipped(reason) => {
+                return Ok(pb::PublishEventResponse {
+                    delivery: None,
+                    skipped_reason: reason,
+                });
             }
-            Published::Skipped(reason) => Ok(pb::PublishEventResponse {
-                delivery: None,
-                skipped_reason: reason,
-            }),
+        };
+        if is_new {
+            info!(
+                delivery.id = %row.id, account_id = account.0,
+                ai_interview_id = row.ai_interview_id, event = %row.event,
+                "event queued for delivery"
+            );
         }
+        let reply = pb::PublishEventResponse {
+            delivery: Some(to_proto(&row, &[])),
+            skipped_reason: String::new(),
+        };
+        match (place, read) {
+            (Some(place), Some((settings, secrets))) if is_new => place.send(Fresh {
+                row,
+                settings,
+                secrets,
+                read_at: Instant::now(),
+            }),
+            _ if is_new => self.handoff.wake(),
+            // A repeated idempotency key: the first publish already queued it.
+            _ => {}
+        }
+        Ok(reply)
     }
 
     /// One page of an interview's deliveries, newest first.
@@ -179,7 +202,7 @@ impl EventsService {
             .write(move |c| deliveries::redeliver(c, account.0, &id, now_ms()))
             .await?
             .ok_or_else(|| delivery_not_found(&shown))?;
-        self.wake.notify_one();
+        self.handoff.wake();
         info!(delivery.id = %row.id, account_id = account.0, "delivery queued again");
         Ok(to_proto(&row, &[]))
     }
@@ -246,9 +269,17 @@ impl EventsService {
 }
 
 enum Published {
-    /// The stored delivery (boxed: it dwarfs the other variant) and whether it is new.
-    Queued(Box<DeliveryRow>, bool),
+    /// Boxed: it dwarfs the other variant.
+    Queued(Box<Queued>),
     Skipped(String),
+}
+
+struct Queued {
+    /// The stored delivery.
+    row: DeliveryRow,
+    is_new: bool,
+    /// The settings and secrets read in the transaction, for a new delivery.
+    read: Option<(Settings, SigningSecrets)>,
 }
 
 fn publish_in_tx(
@@ -261,27 +292,35 @@ fn publish_in_tx(
         && let Some(first) = deliveries::by_idempotency_key(conn, row.account_id, key)?
     {
         same_event(&first, &row)?;
-        return Ok(Published::Queued(Box::new(first), false));
+        return Ok(Published::Queued(Box::new(Queued {
+            row: first,
+            is_new: false,
+            read: None,
+        })));
     }
 
     let found = settings::get_for_delivery(conn, row.account_id, row.ai_interview_id)?;
-    let enabled = found
-        .as_ref()
-        .and_then(|(s, _)| s.enabled_url(kind))
-        .is_some();
-    if !enabled {
-        let why = match found {
-            None => format!(
+    let read = match found {
+        Some(read) if read.0.enabled_url(kind).is_some() => read,
+        Some(_) => {
+            let why = format!("the {} webhook is disabled or unset", kind.as_str());
+            return Ok(Published::Skipped(why));
+        }
+        None => {
+            let why = format!(
                 "AI interview {} has no webhook settings",
                 row.ai_interview_id
-            ),
-            Some(_) => format!("the {} webhook is disabled or unset", kind.as_str()),
-        };
-        return Ok(Published::Skipped(why));
-    }
+            );
+            return Ok(Published::Skipped(why));
+        }
+    };
     let (stored, is_new) = deliveries::insert(conn, &row)?;
     same_event(&stored, &row)?;
-    Ok(Published::Queued(Box::new(stored), is_new))
+    Ok(Published::Queued(Box::new(Queued {
+        row: stored,
+        is_new,
+        read: is_new.then_some(read),
+    })))
 }
 
 /// An idempotency key names one event: reusing it for another is a mistake worth an error,

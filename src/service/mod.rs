@@ -7,9 +7,8 @@ pub mod settings;
 
 use std::sync::Arc;
 
-use tokio::sync::Notify;
-
 use crate::delivery::DeliveryOptions;
+use crate::delivery::queue::Handoff;
 use crate::delivery::sender::Sender;
 use crate::domain::url_guard::TargetPolicy;
 use crate::storage::Db;
@@ -25,25 +24,29 @@ pub struct App {
     pub events: events::EventsService,
     /// Sends webhooks (shared with the delivery worker).
     pub sender: Arc<Sender>,
-    /// Wakes the delivery worker when there is new work.
-    pub wake: Arc<Notify>,
+    /// Hands published events to this process's delivery worker.
+    pub handoff: Arc<Handoff>,
 }
 
 impl App {
-    /// Wires the services onto one database.
-    pub fn new(db: Db, policy: TargetPolicy, delivery: &DeliveryOptions) -> anyhow::Result<Self> {
+    /// Wires the services onto one database and one delivery worker's hand-off.
+    pub fn new(
+        db: Db,
+        policy: TargetPolicy,
+        delivery: &DeliveryOptions,
+        handoff: Arc<Handoff>,
+    ) -> anyhow::Result<Self> {
         let sender = Arc::new(Sender::new(
             policy,
             delivery.connect_timeout,
             delivery.timeout,
         )?);
-        let wake = Arc::new(Notify::new());
         Ok(Self {
             auth: Arc::new(auth::Authenticator::new(db.clone())),
             settings: settings::SettingsService::new(db.clone(), policy),
-            events: events::EventsService::new(db, sender.clone(), wake.clone()),
+            events: events::EventsService::new(db, sender.clone(), handoff.clone()),
             sender,
-            wake,
+            handoff,
         })
     }
 }

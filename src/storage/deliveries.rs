@@ -52,6 +52,9 @@ pub struct DeliveryRow {
 /// One attempt as logged.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = a)]
+// A missing status or error is bound as NULL rather than written as DEFAULT, so that the
+// insert's SQL is always the same and its prepared statement is reused.
+#[diesel(treat_none_as_null = true)]
 pub struct AttemptRow {
     pub delivery_id: String,
     pub attempted_at: i64,
@@ -150,24 +153,70 @@ pub fn claim_due(
         .load(conn)?)
 }
 
-/// Logs an attempt and moves its delivery on. The lease is released either way.
-pub fn record_attempt(
-    conn: &mut DbConnection,
-    attempt: &AttemptRow,
-    next: &Next,
-    now: i64,
-) -> Result<(), Error> {
-    diesel::insert_into(a::table)
-        .values(attempt)
-        .execute(conn)?;
-    finish(
-        conn,
-        &attempt.delivery_id,
-        next,
-        attempt.error.clone(),
-        true,
-        now,
-    )
+/// What became of one leased delivery: the attempt made, if any, and what comes next.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub delivery_id: String,
+    /// `None` when the delivery was settled without sending (e.g. cancelled).
+    pub attempt: Option<AttemptRow>,
+    pub next: Next,
+    pub last_error: Option<String>,
+}
+
+/// Logs a batch of outcomes and moves their deliveries on, releasing their leases: the
+/// attempts in one multi-row `INSERT`, the deliveries that succeeded in one `UPDATE`, the rest
+/// one by one (they are the rare ones).
+pub fn record(conn: &mut DbConnection, outcomes: &[&Outcome], now: i64) -> Result<(), Error> {
+    let attempts: Vec<AttemptRow> = outcomes.iter().filter_map(|o| o.attempt.clone()).collect();
+    match conn {
+        // One statement and one round trip for the lot.
+        DbConnection::Postgresql(pg) if !attempts.is_empty() => {
+            diesel::insert_into(a::table)
+                .values(&attempts)
+                .execute(pg)?;
+        }
+        // diesel runs a multi-row insert on SQLite as one insert per row inside a transaction
+        // of its own, which cannot open inside the writer's; one cached insert per row is what
+        // it would do anyway.
+        DbConnection::Sqlite(sqlite) => {
+            for attempt in &attempts {
+                diesel::insert_into(a::table)
+                    .values(attempt)
+                    .execute(sqlite)?;
+            }
+        }
+        DbConnection::Postgresql(_) => {}
+    }
+
+    let (succeeded, others): (Vec<&&Outcome>, Vec<&&Outcome>) = outcomes
+        .iter()
+        .partition(|o| o.attempt.is_some() && matches!(o.next, Next::Succeeded));
+    if !succeeded.is_empty() {
+        let ids: Vec<&str> = succeeded.iter().map(|o| o.delivery_id.as_str()).collect();
+        diesel::update(d::table.filter(d::id.eq_any(&ids)))
+            .set((
+                d::state.eq(state::SUCCEEDED),
+                d::next_attempt_at.eq(now),
+                d::attempt_count.eq(d::attempt_count + 1),
+                d::last_error.eq(None::<String>),
+                d::lease_owner.eq(None::<String>),
+                d::lease_expires_at.eq(None::<i64>),
+                d::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+    }
+    for o in others {
+        let attempted = o.attempt.is_some();
+        finish(
+            conn,
+            &o.delivery_id,
+            &o.next,
+            o.last_error.clone(),
+            attempted,
+            now,
+        )?;
+    }
+    Ok(())
 }
 
 /// Moves a delivery on without an attempt (e.g. cancelled because the webhook was disabled).

@@ -26,7 +26,7 @@ pub struct StoredSettings {
 }
 
 /// The signing secrets in force for one interview.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SigningSecrets {
     /// The current secret.
     pub current: String,
@@ -34,6 +34,20 @@ pub struct SigningSecrets {
     pub created_at: i64,
     /// The previous secret and when it stops signing, Unix ms.
     pub previous: Option<(String, i64)>,
+}
+
+// By hand, so that no log line or panic message can show a secret.
+impl std::fmt::Debug for SigningSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningSecrets")
+            .field("current", &"********")
+            .field("created_at", &self.created_at)
+            .field(
+                "previous_until",
+                &self.previous.as_ref().map(|(_, until)| until),
+            )
+            .finish()
+    }
 }
 
 impl SigningSecrets {
