@@ -30,6 +30,12 @@ const BACKLOG_PER_PUBLISHER: usize = 4;
 /// How long, at most, the deliveries still queued after the phase may take to arrive.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How many delivered events of a round are looked up in the delivery log.
+const RECORD_SAMPLE: usize = 64;
+
+/// How long after the drain their outcomes may take to be written.
+const RECORD_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The document's main PUT body, with the interview id the REST adapter also takes.
 const REST_BODY: &str = r#"{
   "ai_interview_id": ID,
@@ -404,6 +410,7 @@ impl DeliveryBench {
             .map(|m| format!("publish: {m}"))
             .collect();
         let missing = all.iter().filter(|id| !seen.has(id)).count();
+        let unrecorded = self.unrecorded(&all).await;
         let duplicates = seen.duplicates.load(Ordering::Relaxed) - before.1;
         let malformed = seen.malformed.load(Ordering::Relaxed) - before.2;
         let problems = [
@@ -412,6 +419,10 @@ impl DeliveryBench {
                 format!("not delivered within {DRAIN_TIMEOUT:?} of the end"),
             ),
             (duplicates, "delivered more than once".to_owned()),
+            (
+                unrecorded,
+                "arrived but not recorded as succeeded in the delivery log".to_owned(),
+            ),
             (
                 malformed,
                 "arrived without webhook-id or data.sent_us".to_owned(),
@@ -423,5 +434,33 @@ impl DeliveryBench {
             }
         }
         (delivered, publishes)
+    }
+
+    /// How many of a sample of `published` (every event when few) the delivery log does not
+    /// show as succeeded once their outcomes had time to be written: an arrival only counts
+    /// if the service also knows it was delivered.
+    async fn unrecorded(&self, published: &[String]) -> u64 {
+        let step = (published.len() / RECORD_SAMPLE).max(1);
+        let mut client = WebhookEventsClient::new(self.grpc.channel(0));
+        let deadline = Instant::now() + RECORD_TIMEOUT;
+        let mut unrecorded = 0;
+        for id in published.iter().step_by(step) {
+            loop {
+                let req = self.grpc.request(pb::GetDeliveryRequest { id: id.clone() });
+                let state = match client.get_delivery(req).await {
+                    Ok(d) => d.into_inner().state,
+                    Err(_) => pb::DeliveryState::Unspecified as i32,
+                };
+                if state == pb::DeliveryState::Succeeded as i32 {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    unrecorded += 1;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        unrecorded
     }
 }
