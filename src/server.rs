@@ -69,6 +69,7 @@ pub async fn run(
     http: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    crate::delivery::worker::release_leftover_leases(&db).await;
     let (handoff, inbox) = Handoff::new(
         crate::delivery::payload::new_delivery_id().replacen("msg_", "worker_", 1),
         options.delivery.lease(),

@@ -67,6 +67,23 @@ struct Recorded {
     gone: Option<(i64, i64, EventKind)>,
 }
 
+/// Makes the deliveries a dead predecessor left leased claimable again. Only for SQLite, which
+/// one process serves, and only before anything is published: a publish leases its event to
+/// this process, and releasing that lease would let the event be claimed and sent twice.
+pub async fn release_leftover_leases(db: &Db) {
+    if db.backend() != Backend::Sqlite {
+        return;
+    }
+    match db.write(deliveries::release_all_leases).await {
+        Ok(0) => {}
+        Ok(n) => info!(
+            deliveries = n,
+            "resuming deliveries left in flight by the last run"
+        ),
+        Err(_) => warn!("could not release old delivery leases; they will expire"),
+    }
+}
+
 /// Runs until `stop` is cancelled, then waits for in-flight attempts (bounded) and writes
 /// their outcomes.
 pub async fn run(
@@ -78,18 +95,6 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let owner = handoff.owner().to_owned();
-    if db.backend() == Backend::Sqlite {
-        // One process per SQLite file: any lease left behind belongs to a dead predecessor.
-        match db.write(deliveries::release_all_leases).await {
-            Ok(0) => {}
-            Ok(n) => info!(
-                deliveries = n,
-                "resuming deliveries left in flight by the last run"
-            ),
-            Err(_) => warn!("could not release old delivery leases; they will expire"),
-        }
-    }
-
     let (outcomes, recorded) = mpsc::channel(RECORD_QUEUE);
     let recorder = tokio::spawn(record_loop(db.clone(), recorded));
     let ctx = Arc::new(Ctx {

@@ -287,12 +287,24 @@ impl Db {
         self.backend
     }
 
-    /// Runs blocking read-only work on a pooled connection, off the async threads.
+    /// Runs read-only work on a pooled connection.
+    ///
+    /// On SQLite the work runs in place when a connection is free at once: a read there is a
+    /// look-up in a local file that is almost always in the page cache (a few microseconds),
+    /// and handing it to the blocking pool and back cost more than the read itself (a third of
+    /// `GetWebhooks`' throughput, BENCHMARKS.md). In WAL mode a reader never waits for the
+    /// writer. Everything else, and every PostgreSQL read (a network round trip), runs on the
+    /// blocking pool, off the async threads.
     pub async fn read<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&mut DbConnection) -> Result<T, Error> + Send + 'static,
     {
+        if self.backend == Backend::Sqlite
+            && let Some(mut conn) = self.pool.try_get()
+        {
+            return f(&mut conn);
+        }
         let pool = self.pool.clone();
         let span = Span::current();
         tokio::task::spawn_blocking(move || {
