@@ -118,8 +118,9 @@ pub async fn run(
         };
 
         if !claim_now {
+            // Not biased: while publishes keep the queue full, a poll tick or a wake-up must
+            // still get its turn, or retries and other processes' events would wait for a lull.
             let handed = tokio::select! {
-                biased;
                 () = stop.cancelled() => break,
                 Some(fresh) = inbox.fresh.recv() => Some(fresh),
                 () = handoff.woken() => None,

@@ -169,6 +169,7 @@ both_backends!(
     publishing_to_a_disabled_webhook_says_why,
     shutdown_lets_an_attempt_in_flight_finish,
     old_finished_deliveries_are_purged,
+    events_that_find_the_worker_busy_are_delivered_once,
 );
 
 async fn both_events_arrive_signed_with_basic_auth(backend: Backend) {
@@ -941,4 +942,48 @@ async fn old_finished_deliveries_are_purged(backend: Backend) {
     assert!(!left.contains(&ids[0]), "{left:?}");
     assert!(left.contains(&ids[1]) && left.contains(&recent), "{left:?}");
     assert_eq!(orphans, 0, "attempts of a purged delivery remain");
+}
+
+/// With one attempt at a time the worker's queue holds 4 events; a burst of 30 to a slow
+/// receiver overflows it, and the overflow is committed unleased and claimed from the outbox.
+/// Every event must still arrive exactly once and be recorded as one successful attempt.
+async fn events_that_find_the_worker_busy_are_delivered_once(backend: Backend) {
+    const EVENTS: usize = 30;
+    let mut options = fast(true);
+    options.delivery.concurrency = 1;
+    let server = TestServer::start_with(backend, options).await;
+    let receiver = Receiver::start().await;
+    receiver.script(
+        "/h",
+        std::iter::repeat_n(Answer::Slow(Duration::from_millis(50)), EVENTS),
+    );
+    configure(
+        &server,
+        json!({"ai_interview_id": 21,
+        "webhooks": {"start": {"status": true, "url": receiver.url("/h")}}}),
+    )
+    .await;
+
+    let mut client = events(&server).await;
+    let mut ids = Vec::new();
+    for n in 0..EVENTS {
+        let reply = publish(&mut client, 21, pb::Event::Start, json!({"n": n}), None).await;
+        ids.push(reply.delivery.expect("queued").id);
+    }
+
+    let got = receiver.wait_for("/h", EVENTS, WAIT).await;
+    let mut seen: Vec<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
+    seen.sort_unstable();
+    let mut expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(seen, expected, "each event once, under its own webhook-id");
+
+    for id in &ids {
+        let d = settled(&mut client, id).await;
+        assert_eq!(d.state, pb::DeliveryState::Succeeded as i32, "{d:?}");
+        assert_eq!(d.attempts.len(), 1, "{d:?}");
+    }
+    // Nothing arrives late as a second copy.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.received("/h").len(), EVENTS);
 }
