@@ -88,11 +88,10 @@ pub async fn run(
 
     let (routes, health) = crate::grpc::routes(app.clone())?;
     health
-        .set_service_status(
-            "interview_webhooks.v1.WebhookSettings",
-            tonic_health::ServingStatus::Serving,
-        )
+        .set_service_status(GRPC_HEALTH_SERVICE, tonic_health::ServingStatus::Serving)
         .await;
+    // gRPC health tells the same as `/healthz`, checked in the background.
+    let health_checks = tokio::spawn(report_health(app.clone(), health, stop.clone()));
 
     info!(
         grpc.addr = %grpc.local_addr()?,
@@ -149,9 +148,47 @@ pub async fn run(
     // The servers stop on `stop` as well; a server that failed stops the worker here.
     stop.cancel();
     let _ = worker.await;
+    let _ = health_checks.await;
     result?;
     info!("stopped");
     Ok(())
+}
+
+/// The service whose status `grpc.health.v1.Health` reports.
+const GRPC_HEALTH_SERVICE: &str = "interview_webhooks.v1.WebhookSettings";
+
+/// How often gRPC health checks the database.
+const GRPC_HEALTH_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps the gRPC health status in step with the database check behind `/healthz`, until
+/// `stop`. The status only changes when the check's outcome does, and each change is logged.
+async fn report_health(
+    app: App,
+    health: tonic_health::server::HealthReporter,
+    stop: CancellationToken,
+) {
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(GRPC_HEALTH_EVERY) => {}
+            () = stop.cancelled() => return,
+        }
+        let ok = app.settings.check_health().await.is_ok();
+        if ok == serving {
+            continue;
+        }
+        serving = ok;
+        let status = if ok {
+            info!("the database answers again; gRPC health is SERVING");
+            tonic_health::ServingStatus::Serving
+        } else {
+            tracing::warn!(
+                "the database does not answer reads and writes; gRPC health is NOT_SERVING"
+            );
+            tonic_health::ServingStatus::NotServing
+        };
+        health.set_service_status(GRPC_HEALTH_SERVICE, status).await;
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -49,33 +49,6 @@ pub fn body(
     .to_string()
 }
 
-/// A protobuf `Struct` as a JSON object.
-pub fn struct_to_json(s: prost_types::Struct) -> Map<String, Value> {
-    s.fields
-        .into_iter()
-        .map(|(k, v)| (k, value_to_json(v)))
-        .collect()
-}
-
-fn value_to_json(v: prost_types::Value) -> Value {
-    use prost_types::value::Kind;
-    match v.kind {
-        None | Some(Kind::NullValue(_)) => Value::Null,
-        Some(Kind::BoolValue(b)) => Value::Bool(b),
-        Some(Kind::NumberValue(n)) => {
-            // Integral numbers print as integers, as the publisher most likely meant them.
-            if n.fract() == 0.0 && n.abs() < 9.0e15 {
-                json!(n as i64)
-            } else {
-                serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number)
-            }
-        }
-        Some(Kind::StringValue(s)) => Value::String(s),
-        Some(Kind::ListValue(l)) => Value::Array(l.values.into_iter().map(value_to_json).collect()),
-        Some(Kind::StructValue(s)) => Value::Object(struct_to_json(s)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

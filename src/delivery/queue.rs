@@ -1,9 +1,9 @@
 //! The hand-off from `PublishEvent` to this process's delivery worker.
 //!
 //! An event published here is committed already leased to this process's worker and passed to
-//! it in memory, together with the settings read in the same transaction. Its first attempt
-//! therefore needs neither a claim nor a settings read: two fewer trips to the database per
-//! event, which is most of what delivering cost (BENCHMARKS.md). Nothing is lost by it: the row
+//! it in memory, so its first attempt needs no claim: one write fewer per event, and no scan
+//! of the outbox (BENCHMARKS.md). The attempt still reads the settings as they are when it
+//! starts, like any other. Nothing is lost by it: the row
 //! is in the outbox like any other, so if this process dies before the attempt is recorded,
 //! the lease expires and whichever worker claims next delivers it (at least once, same
 //! `webhook-id`).
@@ -12,24 +12,16 @@
 //! behind that none is free, the event is committed unleased and the worker finds it by its
 //! next claim, as it finds retries and other processes' events.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
 
-use crate::domain::settings::Settings;
 use crate::storage::deliveries::DeliveryRow;
-use crate::storage::settings::SigningSecrets;
 
-/// An event committed leased to this process, with what its first attempt needs.
+/// An event committed leased to this process.
 pub struct Fresh {
     /// The outbox row as committed.
     pub row: DeliveryRow,
-    /// The interview's settings as read in the publishing transaction.
-    pub settings: Settings,
-    /// Its signing secrets, read in the same transaction.
-    pub secrets: SigningSecrets,
-    /// When they were read; an attempt made much later reads them again.
-    pub read_at: Instant,
 }
 
 /// The publishing side: reserves places and hands events over.

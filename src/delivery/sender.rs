@@ -131,6 +131,17 @@ impl Sender {
         if let Some(auth) = out.auth {
             scrub(&mut attempted.response_body, auth);
         }
+        // Cut only after masking, so that a secret straddling the cut cannot leave its start.
+        if let Some(body) = attempted.response_body.as_mut() {
+            cut_at_char(body, MAX_RESPONSE_BODY);
+        }
+        // PostgreSQL refuses NUL in text; a receiver must not be able to make an outcome
+        // impossible to record.
+        for text in [&mut attempted.response_body, &mut attempted.error] {
+            if let Some(t) = text.as_mut().filter(|t| t.contains('\0')) {
+                *t = t.replace('\0', "\u{FFFD}");
+            }
+        }
         attempted
     }
 
@@ -199,23 +210,45 @@ fn scrub(body: &mut Option<String>, auth: &Auth) {
                 .encode(format!("{username}:{}", password.expose())),
         ],
     };
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+    // A receiver that echoes its request as JSON escapes quotes and backslashes: mask that
+    // spelling too.
+    let escaped: Vec<String> = secrets
+        .iter()
+        .filter_map(|s| serde_json::to_string(s).ok())
+        .map(|quoted| quoted[1..quoted.len() - 1].to_owned())
+        .collect();
+    for secret in secrets.iter().chain(&escaped).filter(|s| !s.is_empty()) {
         if text.contains(secret.as_str()) {
             *text = text.replace(secret.as_str(), crate::domain::settings::MASK);
         }
     }
 }
 
-/// Reads at most [`MAX_RESPONSE_BODY`] bytes of the answer, then stops reading.
+/// Shortens `text` to at most `max` bytes, on a character boundary.
+fn cut_at_char(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}
+
+/// How much of an answer is read: what is kept plus room for the longest auth secret, even
+/// JSON-escaped, so that masking sees every secret that starts within what is kept.
+const READ_LIMIT: usize = MAX_RESPONSE_BODY + 32 * 1024;
+
+/// Reads at most [`READ_LIMIT`] bytes of the answer, then stops reading.
 async fn read_capped(mut response: reqwest::Response) -> String {
     let mut body = Vec::new();
-    while body.len() < MAX_RESPONSE_BODY {
+    while body.len() < READ_LIMIT {
         match response.chunk().await {
             Ok(Some(chunk)) => body.extend_from_slice(&chunk),
             _ => break,
         }
     }
-    body.truncate(MAX_RESPONSE_BODY);
+    body.truncate(READ_LIMIT);
     String::from_utf8_lossy(&body).into_owned()
 }
 
@@ -286,6 +319,24 @@ mod tests {
         let mut body = Some("x-k: k3y".to_owned());
         scrub(&mut body, &apikey);
         assert_eq!(body.unwrap(), "x-k: ********");
+
+        let quoted = Auth {
+            enabled: true,
+            credentials: Credentials::ApiKey {
+                header: "X-K".into(),
+                value: Secret::new(r#"a"b\c"#),
+            },
+        };
+        let mut body = Some(r#"{"x-k": "a\"b\\c"}"#.to_owned());
+        scrub(&mut body, &quoted);
+        assert_eq!(body.unwrap(), r#"{"x-k": "********"}"#);
+    }
+
+    #[test]
+    fn cutting_keeps_whole_characters() {
+        let mut text = "aé".to_owned();
+        cut_at_char(&mut text, 2);
+        assert_eq!(text, "a");
     }
 
     #[test]

@@ -29,9 +29,10 @@ use super::DeliveryOptions;
 use super::queue::{Fresh, Handoff, Inbox};
 use super::sender::{Attempted, Outgoing, Sender};
 use crate::domain::settings::{EventKind, Settings};
+use crate::error::Error;
 use crate::storage::deliveries::{self, AttemptRow, DeliveryRow, Next, Outcome};
 use crate::storage::settings::SigningSecrets;
-use crate::storage::{Backend, Db, now_ms, settings};
+use crate::storage::{Backend, Db, DbConnection, now_ms, settings};
 
 /// The most deliveries claimed in one go.
 const MAX_CLAIM: usize = 256;
@@ -41,10 +42,6 @@ const MAX_RECORD: usize = 512;
 
 /// Outcomes waiting for the recorder before attempts wait to hand theirs over.
 const RECORD_QUEUE: usize = 4096;
-
-/// Settings handed over with an event are read again when the attempt starts later than this
-/// after they were read (the worker was busy): an attempt uses the settings as they are now.
-const FRESH_SETTINGS: Duration = Duration::from_millis(500);
 
 /// How often old finished deliveries are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
@@ -64,7 +61,16 @@ struct Ctx {
 struct Recorded {
     outcome: Outcome,
     /// Set when the receiver answered 410 Gone: the webhook to disable.
-    gone: Option<(i64, i64, EventKind)>,
+    gone: Option<Gone>,
+}
+
+/// A webhook whose receiver answered 410 Gone.
+struct Gone {
+    account_id: i64,
+    ai_interview_id: i64,
+    kind: EventKind,
+    /// The URL that answered; the webhook is disabled only if it still points there.
+    url: String,
 }
 
 /// Makes the deliveries a dead predecessor left leased claimable again. Only for SQLite, which
@@ -163,7 +169,7 @@ pub async fn run(
             };
             let ctx = ctx.clone();
             tracker.spawn(async move {
-                deliver_claimed(&ctx, row).await;
+                deliver_leased(&ctx, row).await;
                 drop(permit);
             });
         }
@@ -185,12 +191,7 @@ pub async fn run(
 
 /// Delivers an event handed over by a publish in this process.
 async fn deliver_fresh(ctx: &Ctx, fresh: Fresh) {
-    let Fresh {
-        row,
-        settings,
-        secrets,
-        read_at,
-    } = fresh;
+    let row = fresh.row;
 
     // The lease must outlast the attempt, or another process may claim the event meanwhile
     // and send it twice. An event that waited that long in the queue is left to expire and be
@@ -201,17 +202,12 @@ async fn deliver_fresh(ctx: &Ctx, fresh: Fresh) {
         debug!(delivery.id = %row.id, "handed-over event waited past its lease; it will be claimed again");
         return;
     }
-
-    if read_at.elapsed() > FRESH_SETTINGS {
-        return deliver_claimed(ctx, row).await;
-    }
-    attempt(ctx, row, settings, secrets).await;
+    deliver_leased(ctx, row).await;
 }
 
-/// Delivers a delivery claimed from the outbox, with the settings as they are now: a
-/// corrected password or URL applies to the next retry, and a disabled webhook cancels what
-/// is still queued for it.
-async fn deliver_claimed(ctx: &Ctx, row: DeliveryRow) {
+/// Delivers a leased delivery with the settings as they are now: a corrected password or URL
+/// applies to the next attempt, and a disabled webhook cancels what is still queued for it.
+async fn deliver_leased(ctx: &Ctx, row: DeliveryRow) {
     let (account, interview) = (row.account_id, row.ai_interview_id);
     let found = ctx
         .db
@@ -250,8 +246,12 @@ async fn attempt(ctx: &Ctx, row: DeliveryRow, current: Settings, secrets: Signin
 
     let next = decide(ctx, &row, &attempted);
     log_attempt(&row, kind, &attempted, &next);
-    let gone =
-        (attempted.status == Some(410)).then_some((row.account_id, row.ai_interview_id, kind));
+    let gone = (attempted.status == Some(410)).then(|| Gone {
+        account_id: row.account_id,
+        ai_interview_id: row.ai_interview_id,
+        kind,
+        url: url.to_owned(),
+    });
     let outcome = Outcome {
         delivery_id: row.id.clone(),
         last_error: attempted.error.clone(),
@@ -281,25 +281,45 @@ async fn hand_to_recorder(ctx: &Ctx, recorded: Recorded) {
 async fn record_loop(db: Db, mut recorded: mpsc::Receiver<Recorded>) {
     let mut batch = Vec::with_capacity(MAX_RECORD);
     while recorded.recv_many(&mut batch, MAX_RECORD).await > 0 {
-        let taken = std::mem::take(&mut batch);
-        let count = taken.len();
-        let result = db
-            .write(move |c| {
-                let now = now_ms();
-                for (account, interview, kind) in taken.iter().filter_map(|r| r.gone) {
-                    let reason =
-                        "the receiver answered 410 Gone; update the webhook to enable it again";
-                    settings::disable_webhook(c, account, interview, kind, reason, now)?;
-                }
-                let outcomes: Vec<&Outcome> = taken.iter().map(|r| &r.outcome).collect();
-                deliveries::record(c, &outcomes, now)
-            })
-            .await;
-        if let Err(err) = result {
-            // Not recorded: the leases expire and the events are sent again (same webhook-id).
-            warn!(deliveries = count, error = %err, "could not record delivery attempts");
+        let taken = Arc::new(std::mem::take(&mut batch));
+        let all = taken.clone();
+        if db.write(move |c| record(c, &all)).await.is_ok() {
+            continue;
+        }
+        // One outcome the database refuses must not cost the others theirs (each would be sent
+        // again after its lease): write them one by one.
+        for one in 0..taken.len() {
+            let shared = taken.clone();
+            let result = db.write(move |c| record(c, &shared[one..=one])).await;
+            if let Err(err) = result {
+                // Not recorded: the lease expires and the event is sent again (same webhook-id).
+                warn!(
+                    delivery.id = %taken[one].outcome.delivery_id, error = %err,
+                    "could not record a delivery attempt"
+                );
+            }
         }
     }
+}
+
+/// Writes outcomes (inside a writer job): disables the webhooks that answered 410, then logs
+/// the attempts and moves the deliveries on.
+fn record(conn: &mut DbConnection, outcomes: &[Recorded]) -> Result<(), Error> {
+    let now = now_ms();
+    for gone in outcomes.iter().filter_map(|r| r.gone.as_ref()) {
+        let reason = "the receiver answered 410 Gone; update the webhook to enable it again";
+        settings::disable_webhook(
+            conn,
+            gone.account_id,
+            gone.ai_interview_id,
+            gone.kind,
+            &gone.url,
+            reason,
+            now,
+        )?;
+    }
+    let outcomes: Vec<&Outcome> = outcomes.iter().map(|r| &r.outcome).collect();
+    deliveries::record(conn, &outcomes, now)
 }
 
 fn decide(ctx: &Ctx, row: &DeliveryRow, attempted: &Attempted) -> Next {

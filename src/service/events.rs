@@ -1,7 +1,6 @@
 //! `PublishEvent` and the delivery log: list, get, redeliver, test event.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -12,19 +11,13 @@ use super::auth::AccountId;
 use crate::delivery::payload;
 use crate::delivery::queue::{Fresh, Handoff};
 use crate::delivery::sender::{Attempted, Outgoing, Sender};
-use crate::domain::settings::{EventKind, Settings, check_interview_id};
-use crate::error::{Error, FieldViolation};
+use crate::domain::events::{self, NewEvent, event_kind};
+use crate::domain::settings::{EventKind, check_interview_id};
+use crate::error::Error;
 use crate::pb;
 use crate::pb::timestamp;
 use crate::storage::deliveries::{self, AttemptRow, DeliveryRow, state};
-use crate::storage::settings::SigningSecrets;
 use crate::storage::{Db, now_ms, settings};
-
-/// The longest idempotency key accepted.
-const MAX_IDEMPOTENCY_KEY: usize = 255;
-
-/// The largest `data` a publisher may attach, as JSON.
-const MAX_DATA_BYTES: usize = 64 * 1024;
 
 /// Page sizes of `ListDeliveries`.
 const DEFAULT_PAGE_SIZE: i64 = 50;
@@ -54,31 +47,12 @@ impl EventsService {
         account: AccountId,
         req: pb::PublishEventRequest,
     ) -> Result<pb::PublishEventResponse, Error> {
-        let mut problems = Vec::new();
-        if req.ai_interview_id <= 0 {
-            problems.push(FieldViolation::new(
-                "ai_interview_id",
-                "required: a positive integer identifying the AI interview",
-            ));
-        }
-        let kind = event_kind(req.event, &mut problems);
-        let key = req.idempotency_key.filter(|k| !k.is_empty());
-        if key.as_ref().is_some_and(|k| k.len() > MAX_IDEMPOTENCY_KEY) {
-            problems.push(FieldViolation::new(
-                "idempotency_key",
-                format!("at most {MAX_IDEMPOTENCY_KEY} characters"),
-            ));
-        }
-        let data = payload::struct_to_json(req.data.unwrap_or_default());
-        if serde_json::to_vec(&data).map_or(0, |v| v.len()) > MAX_DATA_BYTES {
-            problems.push(FieldViolation::new(
-                "data",
-                format!("too large: at most {MAX_DATA_BYTES} bytes as JSON"),
-            ));
-        }
-        let Some(kind) = kind.filter(|_| problems.is_empty()) else {
-            return Err(Error::InvalidArgument(problems));
-        };
+        let NewEvent {
+            ai_interview_id,
+            kind,
+            idempotency_key,
+            data,
+        } = events::parse_publish(req)?;
 
         // With a place in the worker's queue the event is written leased to this process's
         // worker and handed over after the commit (see `delivery::queue`); without one it is
@@ -89,10 +63,10 @@ impl EventsService {
         let row = DeliveryRow {
             id: payload::new_delivery_id(),
             account_id: account.0,
-            ai_interview_id: req.ai_interview_id,
+            ai_interview_id,
             event: kind.as_str().to_owned(),
-            payload: payload::body(kind, req.ai_interview_id, data, now),
-            idempotency_key: key,
+            payload: payload::body(kind, ai_interview_id, data, now),
+            idempotency_key,
             state: state::PENDING.to_owned(),
             attempt_count: 0,
             schedule_step: 0,
@@ -108,7 +82,7 @@ impl EventsService {
             .write(move |conn| publish_in_tx(conn, row.clone(), kind))
             .await?;
 
-        let Queued { row, is_new, read } = match outcome {
+        let Queued { row, is_new } = match outcome {
             Published::Queued(queued) => *queued,
             Published::Skipped(reason) => {
                 return Ok(pb::PublishEventResponse {
@@ -128,13 +102,8 @@ impl EventsService {
             delivery: Some(to_proto(&row, &[])),
             skipped_reason: String::new(),
         };
-        match (place, read) {
-            (Some(place), Some((settings, secrets))) if is_new => place.send(Fresh {
-                row,
-                settings,
-                secrets,
-                read_at: Instant::now(),
-            }),
+        match place {
+            Some(place) if is_new => place.send(Fresh { row }),
             _ if is_new => self.handoff.wake(),
             // A repeated idempotency key: the first publish already queued it.
             _ => {}
@@ -278,8 +247,6 @@ struct Queued {
     /// The stored delivery.
     row: DeliveryRow,
     is_new: bool,
-    /// The settings and secrets read in the transaction, for a new delivery.
-    read: Option<(Settings, SigningSecrets)>,
 }
 
 fn publish_in_tx(
@@ -295,13 +262,12 @@ fn publish_in_tx(
         return Ok(Published::Queued(Box::new(Queued {
             row: first,
             is_new: false,
-            read: None,
         })));
     }
 
     let found = settings::get_for_delivery(conn, row.account_id, row.ai_interview_id)?;
-    let read = match found {
-        Some(read) if read.0.enabled_url(kind).is_some() => read,
+    match found {
+        Some((current, _)) if current.enabled_url(kind).is_some() => {}
         Some(_) => {
             let why = format!("the {} webhook is disabled or unset", kind.as_str());
             return Ok(Published::Skipped(why));
@@ -313,13 +279,12 @@ fn publish_in_tx(
             );
             return Ok(Published::Skipped(why));
         }
-    };
+    }
     let (stored, is_new) = deliveries::insert(conn, &row)?;
     same_event(&stored, &row)?;
     Ok(Published::Queued(Box::new(Queued {
         row: stored,
         is_new,
-        read: is_new.then_some(read),
     })))
 }
 
@@ -334,20 +299,6 @@ fn same_event(first: &DeliveryRow, new: &DeliveryRow) -> Result<(), Error> {
          for a different event",
         first.event, first.ai_interview_id
     )))
-}
-
-fn event_kind(event: i32, problems: &mut Vec<FieldViolation>) -> Option<EventKind> {
-    match pb::Event::try_from(event) {
-        Ok(pb::Event::Start) => Some(EventKind::Start),
-        Ok(pb::Event::Submission) => Some(EventKind::Submission),
-        _ => {
-            problems.push(FieldViolation::new(
-                "event",
-                "required: START or SUBMISSION",
-            ));
-            None
-        }
-    }
 }
 
 fn state_name(state: i32) -> Result<Option<&'static str>, Error> {

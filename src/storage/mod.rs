@@ -188,7 +188,9 @@ pub fn migrate_unlocked(conn: &mut DbConnection) -> anyhow::Result<()> {
 /// ends. (SQLite's own locks live on the database file; a second descriptor on that file would
 /// drop them, hence the separate file.)
 fn lock_sqlite_for_serving(path: &str) -> anyhow::Result<std::fs::File> {
-    let lock_path = format!("{path}.serve-lock");
+    // The lock sits beside the file's real path, so that a symlink or another spelling of the
+    // path cannot open a second lock on the same database.
+    let lock_path = format!("{}.serve-lock", real_path(path));
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -208,9 +210,35 @@ fn lock_sqlite_for_serving(path: &str) -> anyhow::Result<std::fs::File> {
     }
 }
 
+/// `path` with symlinks and relative parts resolved, also before the file exists (its
+/// directory must); as given when it cannot be resolved.
+fn real_path(path: &str) -> String {
+    let path = std::path::Path::new(path);
+    let resolved = std::fs::canonicalize(path).or_else(|_| {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        let name = path.file_name().ok_or(std::io::ErrorKind::InvalidInput)?;
+        std::fs::canonicalize(dir).map(|d| d.join(name))
+    });
+    resolved.map_or_else(|_| path.display().to_string(), |p| p.display().to_string())
+}
+
 /// A trivial round trip, for health checks.
 pub fn ping(conn: &mut DbConnection) -> Result<(), Error> {
     conn.batch_execute("SELECT 1")?;
+    Ok(())
+}
+
+/// Rewrites the one row of `health_probe`: succeeds only if the database takes writes.
+pub fn probe_write(conn: &mut DbConnection, now: i64) -> Result<(), Error> {
+    // `now` is an integer, so formatting it into the statement cannot inject anything; the
+    // statement is the same on both backends.
+    conn.batch_execute(&format!(
+        "INSERT INTO health_probe (id, checked_at) VALUES (1, {now}) \
+         ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at"
+    ))?;
     Ok(())
 }
 

@@ -357,25 +357,36 @@ pub fn disable_webhook(
     account_id: i64,
     ai_interview_id: i64,
     event: EventKind,
+    gone_url: &str,
     reason: &str,
     now: i64,
 ) -> Result<bool, Error> {
+    // Only while the webhook still points where the 410 came from: a user who moved it to a
+    // new URL meanwhile has already acted on it.
     let target = ws::webhook_settings.find((account_id, ai_interview_id));
     let n = match event {
-        EventKind::Start => diesel::update(target.filter(ws::start_status.eq(true)))
-            .set((
-                ws::start_status.eq(false),
-                ws::start_disabled_reason.eq(reason),
-                ws::updated_at.eq(now),
-            ))
-            .execute(conn)?,
-        EventKind::Submission => diesel::update(target.filter(ws::submission_status.eq(true)))
-            .set((
-                ws::submission_status.eq(false),
-                ws::submission_disabled_reason.eq(reason),
-                ws::updated_at.eq(now),
-            ))
-            .execute(conn)?,
+        EventKind::Start => diesel::update(
+            target
+                .filter(ws::start_status.eq(true))
+                .filter(ws::start_url.eq(gone_url)),
+        )
+        .set((
+            ws::start_status.eq(false),
+            ws::start_disabled_reason.eq(reason),
+            ws::updated_at.eq(now),
+        ))
+        .execute(conn)?,
+        EventKind::Submission => diesel::update(
+            target
+                .filter(ws::submission_status.eq(true))
+                .filter(ws::submission_url.eq(gone_url)),
+        )
+        .set((
+            ws::submission_status.eq(false),
+            ws::submission_disabled_reason.eq(reason),
+            ws::updated_at.eq(now),
+        ))
+        .execute(conn)?,
     };
     Ok(n == 1)
 }

@@ -339,7 +339,8 @@ impl TestServer {
         matches!(reply, Ok(r) if r.status() == 200)
     }
 
-    async fn grpc_ready(&self) -> bool {
+    /// Whether gRPC health reports `WebhookSettings` as SERVING.
+    pub async fn grpc_ready(&self) -> bool {
         use tonic_health::pb::HealthCheckRequest;
         use tonic_health::pb::health_check_response::ServingStatus;
         use tonic_health::pb::health_client::HealthClient;

@@ -170,6 +170,9 @@ both_backends!(
     shutdown_lets_an_attempt_in_flight_finish,
     old_finished_deliveries_are_purged,
     events_that_find_the_worker_busy_are_delivered_once,
+    a_410_from_a_replaced_url_leaves_the_new_one_enabled,
+    the_first_attempt_uses_settings_changed_after_the_publish,
+    a_nul_in_the_answer_is_recorded,
 );
 
 async fn both_events_arrive_signed_with_basic_auth(backend: Backend) {
@@ -986,4 +989,103 @@ async fn events_that_find_the_worker_busy_are_delivered_once(backend: Backend) {
     // Nothing arrives late as a second copy.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.received("/h").len(), EVENTS);
+}
+
+/// The old URL answers 410 while the user is already pointing the webhook elsewhere: the 410
+/// must not switch off the new URL.
+async fn a_410_from_a_replaced_url_leaves_the_new_one_enabled(backend: Backend) {
+    let server = start(backend).await;
+    let receiver = Receiver::start().await;
+    receiver.script(
+        "/old",
+        [Answer::SlowStatus(Duration::from_millis(500), 410)],
+    );
+    configure(
+        &server,
+        json!({"ai_interview_id": 31,
+        "webhooks": {"start": {"status": true, "url": receiver.url("/old")}}}),
+    )
+    .await;
+    let mut client = events(&server).await;
+    let id = publish_id(&mut client, 31, pb::Event::Start).await;
+    receiver.wait_for("/old", 1, WAIT).await;
+    configure(
+        &server,
+        json!({"ai_interview_id": 31,
+        "webhooks": {"start": {"status": true, "url": receiver.url("/new")}}}),
+    )
+    .await;
+
+    let d = settled(&mut client, &id).await;
+    assert_eq!(d.state, pb::DeliveryState::Failed as i32, "{d:?}");
+    let stored = server.get_data(31).await;
+    assert_eq!(stored["webhooks"]["start"]["status"], true, "{stored}");
+    assert!(stored["webhooks"]["start"].get("disabled_reason").is_none());
+}
+
+/// While the worker is busy with another receiver, the user disables one webhook and moves
+/// another: the queued events must see that, not the settings of the moment they were
+/// published.
+async fn the_first_attempt_uses_settings_changed_after_the_publish(backend: Backend) {
+    let mut options = fast(true);
+    options.delivery.concurrency = 1;
+    let server = TestServer::start_with(backend, options).await;
+    let receiver = Receiver::start().await;
+    receiver.script("/blocker", [Answer::Slow(Duration::from_millis(400))]);
+    for (id, path) in [(41, "/blocker"), (42, "/to-disable"), (43, "/before")] {
+        configure(
+            &server,
+            json!({"ai_interview_id": id,
+            "webhooks": {"start": {"status": true, "url": receiver.url(path)}}}),
+        )
+        .await;
+    }
+    let mut client = events(&server).await;
+    publish_id(&mut client, 41, pb::Event::Start).await;
+    receiver.wait_for("/blocker", 1, WAIT).await;
+    let disabled = publish_id(&mut client, 42, pb::Event::Start).await;
+    let moved = publish_id(&mut client, 43, pb::Event::Start).await;
+
+    // The single slot is still taken by the blocker.
+    configure(
+        &server,
+        json!({"ai_interview_id": 42, "webhooks": {"start": {"status": false}}}),
+    )
+    .await;
+    configure(
+        &server,
+        json!({"ai_interview_id": 43,
+        "webhooks": {"start": {"status": true, "url": receiver.url("/after")}}}),
+    )
+    .await;
+
+    let d = settled(&mut client, &disabled).await;
+    assert_eq!(d.state, pb::DeliveryState::Cancelled as i32, "{d:?}");
+    let d = settled(&mut client, &moved).await;
+    assert_eq!(d.state, pb::DeliveryState::Succeeded as i32, "{d:?}");
+    assert_eq!(receiver.received("/after").len(), 1);
+    assert!(receiver.received("/before").is_empty());
+    assert!(receiver.received("/to-disable").is_empty());
+}
+
+/// PostgreSQL refuses NUL in text: a receiver answering with one must not make the outcome
+/// impossible to record (the event would be sent again forever).
+async fn a_nul_in_the_answer_is_recorded(backend: Backend) {
+    let server = start(backend).await;
+    let receiver = Receiver::start().await;
+    receiver.script("/nul", [Answer::WithBody(200, "ok\0nul")]);
+    configure(
+        &server,
+        json!({"ai_interview_id": 51,
+        "webhooks": {"start": {"status": true, "url": receiver.url("/nul")}}}),
+    )
+    .await;
+    let mut client = events(&server).await;
+    let id = publish_id(&mut client, 51, pb::Event::Start).await;
+
+    let d = settled(&mut client, &id).await;
+    assert_eq!(d.state, pb::DeliveryState::Succeeded as i32, "{d:?}");
+    assert_eq!(d.attempts.len(), 1, "{d:?}");
+    assert_eq!(d.attempts[0].response_body, "ok\u{FFFD}nul");
+    assert_eq!(receiver.received("/nul").len(), 1);
 }

@@ -396,30 +396,39 @@ async fn second_sqlite_server(backend: Backend) {
     let database = TestDatabase::create(backend).await;
     let first = Server::start(&database.url).await;
 
-    let (grpc, http) = (free_addr(), free_addr());
-    let output = tokio::task::spawn_blocking({
-        let url = database.url.clone();
-        move || {
-            Command::new(env!("CARGO_BIN_EXE_interview-webhooks"))
-                .args(["serve", "--database-url", &url])
-                .args([
-                    "--grpc-addr",
-                    &grpc.to_string(),
-                    "--http-addr",
-                    &http.to_string(),
-                ])
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "the second server started");
-    assert!(
-        stderr.contains("another interview-webhooks server is serving"),
-        "{stderr}"
-    );
+    // The same path, and a symlink to the same file.
+    let file = database
+        .url
+        .strip_prefix("sqlite://")
+        .expect("a sqlite:// URL");
+    let link = format!("{file}-link.db");
+    std::os::unix::fs::symlink(file, &link).unwrap();
+    for url in [database.url.clone(), format!("sqlite://{link}")] {
+        let (grpc, http) = (free_addr(), free_addr());
+        let second = tokio::process::Command::new(env!("CARGO_BIN_EXE_interview-webhooks"))
+            .args(["serve", "--database-url", &url])
+            .args([
+                "--grpc-addr",
+                &grpc.to_string(),
+                "--http-addr",
+                &http.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output();
+        // A second server that did start would serve until killed (dropping it kills it).
+        let output = tokio::time::timeout(Duration::from_secs(15), second)
+            .await
+            .unwrap_or_else(|_| panic!("a second server started on {url}"))
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "a second server started");
+        assert!(
+            stderr.contains("another interview-webhooks server is serving"),
+            "{stderr}"
+        );
+    }
 
     // Once the first is gone the file can be served again.
     drop(first);

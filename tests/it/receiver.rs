@@ -50,6 +50,10 @@ pub enum Answer {
     Hang,
     /// Answers 200 after a while.
     Slow(Duration),
+    /// Answers this status after a while.
+    SlowStatus(Duration, u16),
+    /// This status with this body.
+    WithBody(u16, &'static str),
 }
 
 #[derive(Default)]
@@ -202,6 +206,11 @@ async fn record(
         Answer::Slow(after) => {
             tokio::time::sleep(after).await;
             StatusCode::OK.into_response()
+        }
+        Answer::WithBody(code, body) => (StatusCode::from_u16(code).unwrap(), body).into_response(),
+        Answer::SlowStatus(after, code) => {
+            tokio::time::sleep(after).await;
+            StatusCode::from_u16(code).unwrap().into_response()
         }
     }
 }

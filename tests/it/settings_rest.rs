@@ -20,6 +20,7 @@ both_backends!(
     oversized_bodies,
     get_errors,
     healthz,
+    healthz_fails_when_the_database_takes_no_writes,
 );
 
 /// The three bodies of the document, verbatim.
@@ -1083,4 +1084,64 @@ async fn healthz(backend: Backend) {
     let reply = srv.send(srv.http.get(srv.url("/healthz"))).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.json()["status"], "ok");
+}
+
+/// A database that still reads but refuses writes (here a trigger stands in for a full disk
+/// or a read-only replica) must take the instance out of rotation.
+async fn healthz_fails_when_the_database_takes_no_writes(backend: Backend) {
+    use diesel::connection::SimpleConnection as _;
+
+    let srv = TestServer::start(backend).await;
+    let refuse = match backend {
+        Backend::Sqlite => {
+            "CREATE TRIGGER refuse_insert BEFORE INSERT ON health_probe \
+             BEGIN SELECT RAISE(ABORT, 'simulated: no space left'); END; \
+             CREATE TRIGGER refuse_update BEFORE UPDATE ON health_probe \
+             BEGIN SELECT RAISE(ABORT, 'simulated: no space left'); END;"
+        }
+        Backend::Postgres => {
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'simulated: no space left'; END $$; \
+             CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON health_probe \
+             FOR EACH ROW EXECUTE FUNCTION refuse();"
+        }
+    };
+    srv.db(move |conn| conn.batch_execute(refuse).unwrap())
+        .await;
+    // A write that succeeded within the last second stands for a new one.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    let reply = srv.send(srv.http.get(srv.url("/healthz"))).await;
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.json()["status"], "error");
+    // gRPC health follows within its 5 s period.
+    assert!(
+        grpc_serving_becomes(&srv, false).await,
+        "gRPC health still SERVING"
+    );
+
+    // Once writes go through again, so does the check.
+    let allow = match backend {
+        Backend::Sqlite => "DROP TRIGGER refuse_insert; DROP TRIGGER refuse_update;",
+        Backend::Postgres => "DROP TRIGGER refuse ON health_probe;",
+    };
+    srv.db(move |conn| conn.batch_execute(allow).unwrap()).await;
+    let reply = srv.send(srv.http.get(srv.url("/healthz"))).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(
+        grpc_serving_becomes(&srv, true).await,
+        "gRPC health not SERVING again"
+    );
+}
+
+/// Polls gRPC health for up to 12 s until SERVING is `serving`.
+async fn grpc_serving_becomes(srv: &TestServer, serving: bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(12);
+    while std::time::Instant::now() < deadline {
+        if srv.grpc_ready().await == serving {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
 }
