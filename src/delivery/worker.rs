@@ -102,7 +102,12 @@ pub async fn run(
 ) {
     let owner = handoff.owner().to_owned();
     let (outcomes, recorded) = mpsc::channel(RECORD_QUEUE);
-    let recorder = tokio::spawn(record_loop(db.clone(), recorded));
+    let recorder = tokio::spawn(record_loop(
+        db.clone(),
+        recorded,
+        handoff.clone(),
+        options.poll_interval,
+    ));
     let ctx = Arc::new(Ctx {
         db,
         sender,
@@ -278,12 +283,18 @@ async fn hand_to_recorder(ctx: &Ctx, recorded: Recorded) {
 }
 
 /// Writes outcomes in batches until every attempt has let go of its sender.
-async fn record_loop(db: Db, mut recorded: mpsc::Receiver<Recorded>) {
+async fn record_loop(
+    db: Db,
+    mut recorded: mpsc::Receiver<Recorded>,
+    handoff: Arc<Handoff>,
+    poll_interval: Duration,
+) {
     let mut batch = Vec::with_capacity(MAX_RECORD);
     while recorded.recv_many(&mut batch, MAX_RECORD).await > 0 {
         let taken = Arc::new(std::mem::take(&mut batch));
         let all = taken.clone();
         if db.write(move |c| record(c, &all)).await.is_ok() {
+            wake_for_early_retries(&taken, &handoff, poll_interval);
             continue;
         }
         // One outcome the database refuses must not cost the others theirs (each would be sent
@@ -298,6 +309,27 @@ async fn record_loop(db: Db, mut recorded: mpsc::Receiver<Recorded>) {
                     "could not record a delivery attempt"
                 );
             }
+        }
+    }
+}
+
+/// The poll finds a due retry up to one interval late; a retry due sooner than the next poll
+/// (a short schedule, a small `Retry-After`) gets a wake-up of its own, at its time. Such
+/// timers end within one poll interval, so there are never more than a poll's worth of
+/// outcomes of them.
+fn wake_for_early_retries(recorded: &[Recorded], handoff: &Arc<Handoff>, poll_interval: Duration) {
+    let now = now_ms();
+    for r in recorded {
+        let Next::RetryAt(at) = r.outcome.next else {
+            continue;
+        };
+        let wait = Duration::from_millis((at - now).max(0) as u64);
+        if wait < poll_interval {
+            let handoff = handoff.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                handoff.wake();
+            });
         }
     }
 }

@@ -173,6 +173,7 @@ both_backends!(
     a_410_from_a_replaced_url_leaves_the_new_one_enabled,
     the_first_attempt_uses_settings_changed_after_the_publish,
     a_nul_in_the_answer_is_recorded,
+    a_retry_sooner_than_the_poll_is_made_on_time,
 );
 
 async fn both_events_arrive_signed_with_basic_auth(backend: Backend) {
@@ -1088,4 +1089,34 @@ async fn a_nul_in_the_answer_is_recorded(backend: Backend) {
     assert_eq!(d.attempts.len(), 1, "{d:?}");
     assert_eq!(d.attempts[0].response_body, "ok\u{FFFD}nul");
     assert_eq!(receiver.received("/nul").len(), 1);
+}
+
+/// The worker polls the outbox every `poll_interval` (here 5 s); a retry due in 300 ms must
+/// not wait for the next poll.
+async fn a_retry_sooner_than_the_poll_is_made_on_time(backend: Backend) {
+    let mut options = fast(true);
+    options.delivery.schedule = RetrySchedule::parse("300ms").unwrap();
+    options.delivery.poll_interval = Duration::from_secs(5);
+    let server = TestServer::start_with(backend, options).await;
+    let receiver = Receiver::start().await;
+    receiver.script("/h", [Answer::Status(500)]);
+    configure(
+        &server,
+        json!({"ai_interview_id": 61,
+        "webhooks": {"start": {"status": true, "url": receiver.url("/h")}}}),
+    )
+    .await;
+    let mut client = events(&server).await;
+    // Let the worker's first poll pass, so that the next one is about 5 s away.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    publish_id(&mut client, 61, pb::Event::Start).await;
+
+    receiver.wait_for("/h", 1, WAIT).await;
+    let first = std::time::Instant::now();
+    receiver.wait_for("/h", 2, WAIT).await;
+    let gap = first.elapsed();
+    assert!(
+        gap < Duration::from_secs(2),
+        "the retry came {gap:?} after the first attempt"
+    );
 }
