@@ -29,6 +29,7 @@ mod receiver;
 #[path = "load/report.rs"]
 mod report;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -264,16 +265,8 @@ async fn sqlite_rounds(
         if slice.wants("server_health") {
             slice.add("server_health", phases::health(&grpc, plan).await);
         }
-        if slice.wants("grpc_get") {
-            slice.add("grpc_get", phases::grpc_get(&grpc, plan).await);
-        }
-        if slice.wants("grpc_update") {
-            slice.add("grpc_update", phases::grpc_update(&grpc, plan).await);
-        }
-        if slice.wants("rest_put") {
-            let stats = phases::rest_put(&http, http_addr, &server.api_key, plan).await;
-            slice.add("rest_put", stats);
-        }
+        let rest = (&http, http_addr, server.api_key.as_str());
+        slice.settings_phases("", &grpc, rest, plan).await;
         if slice.wants("bare_post") {
             slice.add(
                 "bare_post",
@@ -321,16 +314,8 @@ async fn postgres_rounds(
         if slice.wants("echo") {
             slice.add("echo", phases::health(echo, plan).await);
         }
-        if slice.wants("pg_grpc_get") {
-            slice.add("pg_grpc_get", phases::grpc_get(&grpc, plan).await);
-        }
-        if slice.wants("pg_grpc_update") {
-            slice.add("pg_grpc_update", phases::grpc_update(&grpc, plan).await);
-        }
-        if slice.wants("pg_rest_put") {
-            let stats = phases::rest_put(&http, http_addr, &server.api_key, plan).await;
-            slice.add("pg_rest_put", stats);
-        }
+        let rest = (&http, http_addr, server.api_key.as_str());
+        slice.settings_phases("pg_", &grpc, rest, plan).await;
     }
 
     results.rss("interview-webhooks (PostgreSQL)", server.peak_rss_mib());
@@ -356,6 +341,30 @@ impl Slice<'_> {
 
     fn add(&mut self, phase: &str, stats: drive::Stats) {
         self.results.add(self.round, phase, stats);
+    }
+
+    /// `grpc_get`, `grpc_update` and `rest_put` against one server, each named with `prefix`
+    /// (`pg_` for the PostgreSQL server). `rest` is the HTTP client, the REST address and the
+    /// API key.
+    async fn settings_phases(
+        &mut self,
+        prefix: &str,
+        grpc: &Grpc,
+        rest: (&reqwest::Client, SocketAddr, &str),
+        plan: Plan,
+    ) {
+        let (http, http_addr, api_key) = rest;
+        let name = |phase: &str| format!("{prefix}{phase}");
+        if self.wants(&name("grpc_get")) {
+            self.add(&name("grpc_get"), phases::grpc_get(grpc, plan).await);
+        }
+        if self.wants(&name("grpc_update")) {
+            self.add(&name("grpc_update"), phases::grpc_update(grpc, plan).await);
+        }
+        if self.wants(&name("rest_put")) {
+            let stats = phases::rest_put(http, http_addr, api_key, plan).await;
+            self.add(&name("rest_put"), stats);
+        }
     }
 }
 

@@ -25,8 +25,10 @@ pub struct DeliveryOptions {
     pub concurrency: usize,
     /// How long finished deliveries are kept.
     pub retention: Duration,
-    /// How often the outbox is checked for work published by other processes or whose lease
-    /// expired; local publishes wake the worker at once.
+    /// How often the outbox is checked for retries, for work published by other processes
+    /// and for leases that expired. Local publishes are handed to the worker directly; a
+    /// publish that found the hand-off full, a redelivery and a retry due before the next poll
+    /// wake it.
     pub poll_interval: Duration,
 }
 

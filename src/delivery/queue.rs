@@ -18,28 +18,22 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::storage::deliveries::DeliveryRow;
 
-/// An event committed leased to this process.
-pub struct Fresh {
-    /// The outbox row as committed.
-    pub row: DeliveryRow,
-}
-
 /// The publishing side: reserves places and hands events over.
 pub struct Handoff {
     owner: String,
     lease: Duration,
-    places: mpsc::Sender<Fresh>,
+    places: mpsc::Sender<DeliveryRow>,
     wake: Notify,
 }
 
 /// The worker's side of the hand-off.
 pub struct Inbox {
-    /// Events handed over, oldest first.
-    pub fresh: mpsc::Receiver<Fresh>,
+    /// Events handed over, as committed, oldest first.
+    pub fresh: mpsc::Receiver<DeliveryRow>,
 }
 
 /// A reserved place in the worker's queue: the event written with it is leased to the worker.
-pub struct Place(mpsc::OwnedPermit<Fresh>);
+pub struct Place(mpsc::OwnedPermit<DeliveryRow>);
 
 impl Handoff {
     /// A hand-off holding at most `capacity` events, for a worker that leases as `owner` for
@@ -84,7 +78,7 @@ impl Handoff {
 
 impl Place {
     /// Hands the committed event over.
-    pub fn send(self, fresh: Fresh) {
-        self.0.send(fresh);
+    pub fn send(self, row: DeliveryRow) {
+        self.0.send(row);
     }
 }

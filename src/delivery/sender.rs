@@ -135,13 +135,6 @@ impl Sender {
         if let Some(body) = attempted.response_body.as_mut() {
             cut_at_char(body, MAX_RESPONSE_BODY);
         }
-        // PostgreSQL refuses NUL in text; a receiver must not be able to make an outcome
-        // impossible to record.
-        for text in [&mut attempted.response_body, &mut attempted.error] {
-            if let Some(t) = text.as_mut().filter(|t| t.contains('\0')) {
-                *t = t.replace('\0', "\u{FFFD}");
-            }
-        }
         attempted
     }
 
@@ -180,8 +173,7 @@ impl Sender {
                     request.header(name, value)
                 }
                 Credentials::Basic { username, password } => {
-                    let token = base64::engine::general_purpose::STANDARD
-                        .encode(format!("{username}:{}", password.expose()));
+                    let token = basic_token(username, password.expose());
                     let mut value = HeaderValue::from_str(&format!("Basic {token}"))
                         .map_err(|_| "the stored basic credentials are invalid".to_owned())?;
                     value.set_sensitive(true);
@@ -196,6 +188,11 @@ impl Sender {
     }
 }
 
+/// The credentials of HTTP basic auth as sent after `Basic `.
+fn basic_token(username: &str, password: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+}
+
 /// Masks the auth secrets in a receiver's answer: a receiver that echoes its request headers
 /// must not make the attempt log (or a test event's reply) show them.
 fn scrub(body: &mut Option<String>, auth: &Auth) {
@@ -206,8 +203,7 @@ fn scrub(body: &mut Option<String>, auth: &Auth) {
         Credentials::ApiKey { value, .. } => vec![value.expose().to_owned()],
         Credentials::Basic { username, password } => vec![
             password.expose().to_owned(),
-            base64::engine::general_purpose::STANDARD
-                .encode(format!("{username}:{}", password.expose())),
+            basic_token(username, password.expose()),
         ],
     };
     // A receiver that echoes its request as JSON escapes quotes and backslashes: mask that
@@ -293,6 +289,16 @@ fn describe(err: reqwest::Error) -> String {
 mod tests {
     use super::*;
 
+    fn api_key_auth(value: &str) -> Auth {
+        Auth {
+            enabled: true,
+            credentials: Credentials::ApiKey {
+                header: "X-K".into(),
+                value: crate::domain::settings::Secret::new(value),
+            },
+        }
+    }
+
     #[test]
     fn echoed_secrets_are_masked_in_the_logged_answer() {
         use crate::domain::settings::Secret;
@@ -309,26 +315,12 @@ mod tests {
         scrub(&mut body, &basic);
         assert_eq!(body.unwrap(), "pw=******** auth=Basic ********");
 
-        let apikey = Auth {
-            enabled: true,
-            credentials: Credentials::ApiKey {
-                header: "X-K".into(),
-                value: Secret::new("k3y"),
-            },
-        };
         let mut body = Some("x-k: k3y".to_owned());
-        scrub(&mut body, &apikey);
+        scrub(&mut body, &api_key_auth("k3y"));
         assert_eq!(body.unwrap(), "x-k: ********");
 
-        let quoted = Auth {
-            enabled: true,
-            credentials: Credentials::ApiKey {
-                header: "X-K".into(),
-                value: Secret::new(r#"a"b\c"#),
-            },
-        };
         let mut body = Some(r#"{"x-k": "a\"b\\c"}"#.to_owned());
-        scrub(&mut body, &quoted);
+        scrub(&mut body, &api_key_auth(r#"a"b\c"#));
         assert_eq!(body.unwrap(), r#"{"x-k": "********"}"#);
     }
 

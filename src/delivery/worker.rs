@@ -18,15 +18,16 @@
 //! to finish; the recorder then writes what they found.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::DeliveryOptions;
-use super::queue::{Fresh, Handoff, Inbox};
+use super::queue::{Handoff, Inbox};
 use super::sender::{Attempted, Outgoing, Sender};
 use crate::domain::settings::{EventKind, Settings};
 use crate::error::Error;
@@ -55,6 +56,52 @@ struct Ctx {
     sender: Arc<Sender>,
     options: DeliveryOptions,
     outcomes: mpsc::Sender<Recorded>,
+    next_retry: Arc<NextRetry>,
+}
+
+/// The soonest retry this process recorded and has not claimed yet, so that the worker claims
+/// it on time instead of at the next poll (which may be up to a poll interval later).
+struct NextRetry {
+    /// Unix ms; `i64::MAX` when there is none.
+    at_ms: AtomicI64,
+    /// Told when `at_ms` moved sooner, so that a waiting worker waits for the new time.
+    changed: Notify,
+}
+
+impl Default for NextRetry {
+    fn default() -> Self {
+        Self {
+            at_ms: AtomicI64::new(i64::MAX),
+            changed: Notify::new(),
+        }
+    }
+}
+
+impl NextRetry {
+    fn at(&self) -> i64 {
+        self.at_ms.load(Ordering::Acquire)
+    }
+
+    /// Notes a retry due at `at_ms`.
+    fn note(&self, at_ms: i64) {
+        if self.at_ms.fetch_min(at_ms, Ordering::AcqRel) > at_ms {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Forgets `at_ms` once it is being claimed, unless a sooner one arrived meanwhile.
+    fn done(&self, at_ms: i64) {
+        let _ = (self.at_ms).compare_exchange(at_ms, i64::MAX, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+/// Resolves at `at_ms` (Unix ms); never when it is `i64::MAX`.
+async fn sleep_until_ms(at_ms: i64) {
+    if at_ms == i64::MAX {
+        return std::future::pending().await;
+    }
+    let wait = Duration::from_millis((at_ms - now_ms()).max(0) as u64);
+    tokio::time::sleep(wait).await;
 }
 
 /// An outcome on its way to the recorder.
@@ -102,23 +149,22 @@ pub async fn run(
 ) {
     let owner = handoff.owner().to_owned();
     let (outcomes, recorded) = mpsc::channel(RECORD_QUEUE);
-    let recorder = tokio::spawn(record_loop(
-        db.clone(),
-        recorded,
-        handoff.clone(),
-        options.poll_interval,
-    ));
+    let next_retry = Arc::new(NextRetry::default());
+    let recorder = tokio::spawn(record_loop(db.clone(), recorded, next_retry.clone()));
     let ctx = Arc::new(Ctx {
         db,
         sender,
         options,
         outcomes,
+        next_retry,
     });
     let permits = Arc::new(Semaphore::new(ctx.options.concurrency.max(1)));
     let tracker = TaskTracker::new();
     tracker.spawn(purge_loop(ctx.clone(), stop.clone()));
 
-    let mut poll = tokio::time::interval(ctx.options.poll_interval);
+    // The first poll one interval from now: the start-up claim below covers the present.
+    let every = ctx.options.poll_interval;
+    let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Claim at once on start: there may be work left from before.
     let mut claim_now = true;
@@ -131,11 +177,18 @@ pub async fn run(
         if !claim_now {
             // Not biased: while publishes keep the queue full, a poll tick or a wake-up must
             // still get its turn, or retries and other processes' events would wait for a lull.
+            let due = ctx.next_retry.at();
             let handed = tokio::select! {
                 () = stop.cancelled() => break,
                 Some(fresh) = inbox.fresh.recv() => Some(fresh),
                 () = handoff.woken() => None,
                 _ = poll.tick() => None,
+                // A sooner retry was recorded: wait again, now until that one.
+                () = ctx.next_retry.changed.notified() => continue,
+                () = sleep_until_ms(due) => {
+                    ctx.next_retry.done(due);
+                    None
+                }
             };
             if let Some(fresh) = handed {
                 let ctx = ctx.clone();
@@ -148,7 +201,8 @@ pub async fn run(
         }
 
         let limit = (permits.available_permits() + 1).min(MAX_CLAIM);
-        let lease = ctx.options.lease().as_millis() as i64;
+        // The same lease the publishes write: one source, the hand-off.
+        let lease = handoff.lease().as_millis() as i64;
         let owner_for_claim = owner.clone();
         let claimed = ctx
             .db
@@ -195,9 +249,7 @@ pub async fn run(
 }
 
 /// Delivers an event handed over by a publish in this process.
-async fn deliver_fresh(ctx: &Ctx, fresh: Fresh) {
-    let row = fresh.row;
-
+async fn deliver_fresh(ctx: &Ctx, row: DeliveryRow) {
     // The lease must outlast the attempt, or another process may claim the event meanwhile
     // and send it twice. An event that waited that long in the queue is left to expire and be
     // claimed again.
@@ -283,54 +335,50 @@ async fn hand_to_recorder(ctx: &Ctx, recorded: Recorded) {
 }
 
 /// Writes outcomes in batches until every attempt has let go of its sender.
-async fn record_loop(
-    db: Db,
-    mut recorded: mpsc::Receiver<Recorded>,
-    handoff: Arc<Handoff>,
-    poll_interval: Duration,
-) {
+async fn record_loop(db: Db, mut recorded: mpsc::Receiver<Recorded>, next_retry: Arc<NextRetry>) {
     let mut batch = Vec::with_capacity(MAX_RECORD);
     while recorded.recv_many(&mut batch, MAX_RECORD).await > 0 {
         let taken = Arc::new(std::mem::take(&mut batch));
         let all = taken.clone();
         if db.write(move |c| record(c, &all)).await.is_ok() {
-            wake_for_early_retries(&taken, &handoff, poll_interval);
+            note_retries(&taken, &next_retry);
             continue;
         }
         // One outcome the database refuses must not cost the others theirs (each would be sent
-        // again after its lease): write them one by one.
+        // again after its lease): write each as a job of its own. They are submitted together,
+        // so the writer still commits them as one group, each in its own savepoint.
+        let mut writes = tokio::task::JoinSet::new();
         for one in 0..taken.len() {
-            let shared = taken.clone();
-            let result = db.write(move |c| record(c, &shared[one..=one])).await;
-            if let Err(err) = result {
+            let (db, shared) = (db.clone(), taken.clone());
+            writes.spawn(async move {
+                let result = db.write(move |c| record(c, &shared[one..=one])).await;
+                (one, result)
+            });
+        }
+        while let Some(Ok((one, result))) = writes.join_next().await {
+            match result {
+                Ok(()) => note_retries(&taken[one..=one], &next_retry),
                 // Not recorded: the lease expires and the event is sent again (same webhook-id).
-                warn!(
+                Err(err) => warn!(
                     delivery.id = %taken[one].outcome.delivery_id, error = %err,
                     "could not record a delivery attempt"
-                );
+                ),
             }
         }
     }
 }
 
-/// The poll finds a due retry up to one interval late; a retry due sooner than the next poll
-/// (a short schedule, a small `Retry-After`) gets a wake-up of its own, at its time. Such
-/// timers end within one poll interval, so there are never more than a poll's worth of
-/// outcomes of them.
-fn wake_for_early_retries(recorded: &[Recorded], handoff: &Arc<Handoff>, poll_interval: Duration) {
-    let now = now_ms();
-    for r in recorded {
-        let Next::RetryAt(at) = r.outcome.next else {
-            continue;
-        };
-        let wait = Duration::from_millis((at - now).max(0) as u64);
-        if wait < poll_interval {
-            let handoff = handoff.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(wait).await;
-                handoff.wake();
-            });
-        }
+/// Tells the worker when the soonest of these recorded retries is due.
+fn note_retries(recorded: &[Recorded], next_retry: &NextRetry) {
+    let soonest = recorded
+        .iter()
+        .filter_map(|r| match r.outcome.next {
+            Next::RetryAt(at) => Some(at),
+            _ => None,
+        })
+        .min();
+    if let Some(at) = soonest {
+        next_retry.note(at);
     }
 }
 

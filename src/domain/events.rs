@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::domain::settings::EventKind;
+use crate::domain::settings::{EventKind, check_interview_id};
 use crate::error::{Error, FieldViolation};
 use crate::pb;
 
@@ -28,12 +28,7 @@ pub struct NewEvent {
 /// Checks a `PublishEvent` request.
 pub fn parse_publish(req: pb::PublishEventRequest) -> Result<NewEvent, Error> {
     let mut problems = Vec::new();
-    if req.ai_interview_id <= 0 {
-        problems.push(FieldViolation::new(
-            "ai_interview_id",
-            "required: a positive integer identifying the AI interview",
-        ));
-    }
+    check_interview(req.ai_interview_id, &mut problems);
     let kind = event_kind(req.event, &mut problems);
     let idempotency_key = req.idempotency_key.filter(|k| !k.is_empty());
     if let Some(key) = &idempotency_key {
@@ -68,8 +63,25 @@ pub fn parse_publish(req: pb::PublishEventRequest) -> Result<NewEvent, Error> {
     }
 }
 
+/// Checks a `SendTestEvent` request: the interview and the event it names.
+pub fn parse_test(req: &pb::SendTestEventRequest) -> Result<(i64, EventKind), Error> {
+    let mut problems = Vec::new();
+    check_interview(req.ai_interview_id, &mut problems);
+    match event_kind(req.event, &mut problems) {
+        Some(kind) if problems.is_empty() => Ok((req.ai_interview_id, kind)),
+        _ => Err(Error::InvalidArgument(problems)),
+    }
+}
+
+/// Adds the settings rule for `ai_interview_id` to `problems` when the id breaks it.
+fn check_interview(ai_interview_id: i64, problems: &mut Vec<FieldViolation>) {
+    if let Err(Error::InvalidArgument(mut found)) = check_interview_id(ai_interview_id) {
+        problems.append(&mut found);
+    }
+}
+
 /// The event a request names; a problem when it names none.
-pub fn event_kind(event: i32, problems: &mut Vec<FieldViolation>) -> Option<EventKind> {
+fn event_kind(event: i32, problems: &mut Vec<FieldViolation>) -> Option<EventKind> {
     match pb::Event::try_from(event) {
         Ok(pb::Event::Start) => Some(EventKind::Start),
         Ok(pb::Event::Submission) => Some(EventKind::Submission),
@@ -159,6 +171,18 @@ mod tests {
         assert_eq!(
             fields(parse_publish(req).unwrap_err()),
             ["ai_interview_id", "event", "idempotency_key", "data"]
+        );
+    }
+
+    #[test]
+    fn a_test_event_reports_both_problems_at_once() {
+        let req = pb::SendTestEventRequest {
+            ai_interview_id: -1,
+            event: 0,
+        };
+        assert_eq!(
+            fields(parse_test(&req).unwrap_err()),
+            ["ai_interview_id", "event"]
         );
     }
 

@@ -9,9 +9,9 @@ use tracing::info;
 use super::auth::AccountId;
 
 use crate::delivery::payload;
-use crate::delivery::queue::{Fresh, Handoff};
+use crate::delivery::queue::Handoff;
 use crate::delivery::sender::{Attempted, Outgoing, Sender};
-use crate::domain::events::{self, NewEvent, event_kind};
+use crate::domain::events::{self, NewEvent};
 use crate::domain::settings::{EventKind, check_interview_id};
 use crate::error::Error;
 use crate::pb;
@@ -79,7 +79,7 @@ impl EventsService {
         };
         let outcome = self
             .db
-            .write(move |conn| publish_in_tx(conn, row.clone(), kind))
+            .write(move |conn| publish_in_tx(conn, &row, kind))
             .await?;
 
         let Queued { row, is_new } = match outcome {
@@ -103,7 +103,7 @@ impl EventsService {
             skipped_reason: String::new(),
         };
         match place {
-            Some(place) if is_new => place.send(Fresh { row }),
+            Some(place) if is_new => place.send(row),
             _ if is_new => self.handoff.wake(),
             // A repeated idempotency key: the first publish already queued it.
             _ => {}
@@ -183,11 +183,7 @@ impl EventsService {
         account: AccountId,
         req: pb::SendTestEventRequest,
     ) -> Result<pb::SendTestEventResponse, Error> {
-        let id = check_interview_id(req.ai_interview_id)?;
-        let mut problems = Vec::new();
-        let Some(kind) = event_kind(req.event, &mut problems) else {
-            return Err(Error::InvalidArgument(problems));
-        };
+        let (id, kind) = events::parse_test(&req)?;
 
         let (current, secrets) = self
             .db
@@ -251,23 +247,23 @@ struct Queued {
 
 fn publish_in_tx(
     conn: &mut crate::storage::DbConnection,
-    row: DeliveryRow,
+    row: &DeliveryRow,
     kind: EventKind,
 ) -> Result<Published, Error> {
     // A repeated key answers with the first delivery, even if the webhook changed since.
     if let Some(key) = &row.idempotency_key
         && let Some(first) = deliveries::by_idempotency_key(conn, row.account_id, key)?
     {
-        same_event(&first, &row)?;
+        same_event(&first, row)?;
         return Ok(Published::Queued(Box::new(Queued {
             row: first,
             is_new: false,
         })));
     }
 
-    let found = settings::get_for_delivery(conn, row.account_id, row.ai_interview_id)?;
+    let found = settings::get(conn, row.account_id, row.ai_interview_id)?;
     match found {
-        Some((current, _)) if current.enabled_url(kind).is_some() => {}
+        Some(stored) if stored.settings.enabled_url(kind).is_some() => {}
         Some(_) => {
             let why = format!("the {} webhook is disabled or unset", kind.as_str());
             return Ok(Published::Skipped(why));
@@ -280,8 +276,8 @@ fn publish_in_tx(
             return Ok(Published::Skipped(why));
         }
     }
-    let (stored, is_new) = deliveries::insert(conn, &row)?;
-    same_event(&stored, &row)?;
+    let (stored, is_new) = deliveries::insert(conn, row)?;
+    same_event(&stored, row)?;
     Ok(Published::Queued(Box::new(Queued {
         row: stored,
         is_new,

@@ -24,8 +24,6 @@ pub struct App {
     pub events: events::EventsService,
     /// Sends webhooks (shared with the delivery worker).
     pub sender: Arc<Sender>,
-    /// Hands published events to this process's delivery worker.
-    pub handoff: Arc<Handoff>,
 }
 
 impl App {
@@ -44,9 +42,8 @@ impl App {
         Ok(Self {
             auth: Arc::new(auth::Authenticator::new(db.clone())),
             settings: settings::SettingsService::new(db.clone(), policy),
-            events: events::EventsService::new(db, sender.clone(), handoff.clone()),
+            events: events::EventsService::new(db, sender.clone(), handoff),
             sender,
-            handoff,
         })
     }
 }

@@ -81,16 +81,10 @@ pub enum Next {
 }
 
 /// Inserts a delivery unless one with the same idempotency key exists for the account; returns
-/// the stored row and whether it is new.
+/// the stored row and whether it is new. The caller has looked the key up already; another
+/// process may insert the same key between that look-up and here (PostgreSQL): the unique
+/// index decides, and the loser returns the winner's row.
 pub fn insert(conn: &mut DbConnection, row: &DeliveryRow) -> Result<(DeliveryRow, bool), Error> {
-    if let Some(key) = &row.idempotency_key
-        && let Some(existing) = by_idempotency_key(conn, row.account_id, key)?
-    {
-        return Ok((existing, false));
-    }
-
-    // Another process may insert the same key between the look-up and here (PostgreSQL): the
-    // unique index decides, and the loser returns the winner's row.
     let inserted = on_backend!(conn, |c| diesel::insert_into(d::table)
         .values(row)
         .on_conflict_do_nothing()
@@ -109,12 +103,14 @@ pub fn by_idempotency_key(
     account_id: i64,
     key: &str,
 ) -> Result<Option<DeliveryRow>, Error> {
-    Ok(d::table
+    // `get_result`, not `first`: the unique index allows one row, and `first`'s bound `LIMIT`
+    // makes SQLite prepare the statement again on every call (BENCHMARKS.md, P1).
+    Ok(on_backend!(conn, |c| d::table
         .filter(d::account_id.eq(account_id))
         .filter(d::idempotency_key.eq(key))
         .select(DeliveryRow::as_select())
-        .first(conn)
-        .optional()?)
+        .get_result(c)
+        .optional()?))
 }
 
 /// Claims up to `limit` due deliveries for `owner` until `now + lease_ms`.
@@ -156,6 +152,20 @@ pub fn claim_due(
         .load(conn)?)
 }
 
+impl AttemptRow {
+    /// This attempt with every NUL replaced: a receiver's answer may hold one, and PostgreSQL
+    /// refuses NUL in text, which would make the outcome impossible to record (and the event
+    /// be sent again forever).
+    fn storable(&self) -> AttemptRow {
+        let clean = |text: &Option<String>| text.as_ref().map(|t| t.replace('\0', "\u{FFFD}"));
+        AttemptRow {
+            error: clean(&self.error),
+            response_body: clean(&self.response_body),
+            ..self.clone()
+        }
+    }
+}
+
 /// What became of one leased delivery: the attempt made, if any, and what comes next.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -170,7 +180,10 @@ pub struct Outcome {
 /// attempts in one multi-row `INSERT`, the deliveries that succeeded in one `UPDATE`, the rest
 /// one by one (they are the rare ones).
 pub fn record(conn: &mut DbConnection, outcomes: &[&Outcome], now: i64) -> Result<(), Error> {
-    let attempts: Vec<AttemptRow> = outcomes.iter().filter_map(|o| o.attempt.clone()).collect();
+    let attempts: Vec<AttemptRow> = outcomes
+        .iter()
+        .filter_map(|o| o.attempt.as_ref().map(AttemptRow::storable))
+        .collect();
     match conn {
         // One statement and one round trip for the lot.
         DbConnection::Postgresql(pg) if !attempts.is_empty() => {
@@ -196,36 +209,21 @@ pub fn record(conn: &mut DbConnection, outcomes: &[&Outcome], now: i64) -> Resul
         .partition(|o| o.attempt.is_some() && matches!(o.next, Next::Succeeded));
     if !succeeded.is_empty() {
         let ids: Vec<&str> = succeeded.iter().map(|o| o.delivery_id.as_str()).collect();
-        diesel::update(d::table.filter(d::id.eq_any(&ids)))
-            .set((
-                d::state.eq(state::SUCCEEDED),
-                d::next_attempt_at.eq(now),
-                d::attempt_count.eq(d::attempt_count + 1),
-                d::last_error.eq(None::<String>),
-                d::lease_owner.eq(None::<String>),
-                d::lease_expires_at.eq(None::<i64>),
-                d::updated_at.eq(now),
-            ))
-            .execute(conn)?;
+        settle(conn, &ids, &Next::Succeeded, None, true, now)?;
     }
     for o in others {
+        let id = [o.delivery_id.as_str()];
         let attempted = o.attempt.is_some();
-        finish(
-            conn,
-            &o.delivery_id,
-            &o.next,
-            o.last_error.clone(),
-            attempted,
-            now,
-        )?;
+        let last_error = o.last_error.as_ref().map(|e| e.replace('\0', "\u{FFFD}"));
+        settle(conn, &id, &o.next, last_error, attempted, now)?;
     }
     Ok(())
 }
 
-/// Moves a delivery on without an attempt (e.g. cancelled because the webhook was disabled).
-pub fn finish(
+/// Moves deliveries that share an outcome on, and releases their leases.
+fn settle(
     conn: &mut DbConnection,
-    id: &str,
+    ids: &[&str],
     next: &Next,
     last_error: Option<String>,
     attempted: bool,
@@ -243,7 +241,7 @@ pub fn finish(
         0
     };
     let count = if attempted { 1 } else { 0 };
-    diesel::update(d::table.find(id))
+    diesel::update(d::table.filter(d::id.eq_any(ids)))
         .set((
             d::state.eq(new_state),
             d::next_attempt_at.eq(next_at.unwrap_or(now)),
@@ -352,7 +350,12 @@ pub fn redeliver(
     if n == 0 {
         return Ok(None);
     }
-    Ok(get(conn, account_id, id)?.map(|(row, _)| row))
+    Ok(Some(
+        d::table
+            .find(id)
+            .select(DeliveryRow::as_select())
+            .get_result(conn)?,
+    ))
 }
 
 /// Releases every lease: used at start-up on SQLite, where no other process can hold one.

@@ -3,8 +3,9 @@
 //! [`Db`] owns a small connection pool for reads and one writer thread that commits writes in
 //! groups (see [`writer`]). Queries are written once with diesel's DSL; where a backend needs
 //! its own SQL (`ON CONFLICT`, `FOR UPDATE`) the code dispatches on the inner connection with
-//! [`on_backend!`] instead of building SQL strings. Blocking diesel calls never run on an async
-//! worker thread: they go through `spawn_blocking` or the writer thread, keeping the span.
+//! [`on_backend!`] instead of building SQL strings. Blocking diesel calls go through
+//! `spawn_blocking` or the writer thread, keeping the span; the one exception is a SQLite read
+//! that finds a pooled connection free, which runs in place (see [`Db::read`]).
 
 pub mod accounts;
 pub mod deliveries;
@@ -26,7 +27,8 @@ use crate::error::Error;
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
-/// Serializes `migrate` across processes sharing one PostgreSQL database.
+/// Serializes start-up set-up (migrations, the first account) across processes sharing one
+/// PostgreSQL database.
 const MIGRATION_LOCK_KEY: i64 = 0x1e7e_b00c_5e77_1175;
 
 /// How long a SQLite connection waits for another process's write lock before giving up.
@@ -41,8 +43,10 @@ pub enum DbConnection {
     Sqlite(diesel::SqliteConnection),
 }
 
-/// Runs the same diesel code against the concrete connection inside a [`DbConnection`], for
-/// the few statements `MultiConnection` cannot express (`ON CONFLICT`, `FOR UPDATE`).
+/// Runs the same diesel code against the concrete connection inside a [`DbConnection`]: for
+/// the statements `MultiConnection` cannot express (`ON CONFLICT`, `FOR UPDATE`), and for hot
+/// queries, which the concrete connection finds in its statement cache by their static query
+/// id instead of rebuilding their SQL on every call (BENCHMARKS.md, P2).
 #[macro_export]
 macro_rules! on_backend {
     ($conn:expr, |$c:ident| $body:expr) => {

@@ -52,6 +52,13 @@ async fn configure(server: &TestServer, body: serde_json::Value) {
     assert_eq!(reply.status, 200, "{}", reply.body);
 }
 
+/// Points the interview's `start` webhook at `url`, enabled, with no auth.
+async fn configure_start(server: &TestServer, ai_interview_id: i64, url: &str) {
+    let body = json!({"ai_interview_id": ai_interview_id,
+        "webhooks": {"start": {"status": true, "url": url}}});
+    configure(server, body).await;
+}
+
 async fn publish(
     client: &mut EventsClient,
     ai_interview_id: i64,
@@ -137,6 +144,21 @@ async fn delivery(client: &mut EventsClient, id: &str) -> pb::Delivery {
         .await
         .unwrap()
         .into_inner()
+}
+
+/// Polls a delivery until its first attempt is recorded.
+async fn first_attempt(client: &mut EventsClient, id: &str) -> pb::Attempt {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(a) = delivery(client, id).await.attempts.first() {
+            return a.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no attempt recorded for {id}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Polls a delivery until it leaves PENDING.
@@ -293,12 +315,7 @@ async fn a_failed_attempt_is_retried_with_the_same_webhook_id(backend: Backend) 
     let server = start(backend).await;
     let receiver = Receiver::start().await;
     receiver.script("/h", [Answer::Status(500), Answer::Status(200)]);
-    configure(
-        &server,
-        json!({"ai_interview_id": 5,
-        "webhooks": {"start": {"status": true, "url": receiver.url("/h")}}}),
-    )
-    .await;
+    configure_start(&server, 5, &receiver.url("/h")).await;
     let mut client = events(&server).await;
     let id = publish_id(&mut client, 5, pb::Event::Start).await;
 
@@ -329,18 +346,8 @@ async fn a_receiver_that_never_answers_does_not_hold_up_others(backend: Backend)
     let server = start(backend).await;
     let receiver = Receiver::start().await;
     receiver.script("/slow", std::iter::repeat_n(Answer::Hang, 10));
-    configure(
-        &server,
-        json!({"ai_interview_id": 1,
-        "webhooks": {"start": {"status": true, "url": receiver.url("/slow")}}}),
-    )
-    .await;
-    configure(
-        &server,
-        json!({"ai_interview_id": 2,
-        "webhooks": {"start": {"status": true, "url": receiver.url("/fast")}}}),
-    )
-    .await;
+    configure_start(&server, 1, &receiver.url("/slow")).await;
+    configure_start(&server, 2, &receiver.url("/fast")).await;
     let mut client = events(&server).await;
 
     let slow = publish_id(&mut client, 1, pb::Event::Start).await;
@@ -355,18 +362,10 @@ async fn a_receiver_that_never_answers_does_not_hold_up_others(backend: Backend)
     );
 
     // The hanging attempt is cut off by the 1 s timeout and recorded as such.
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let d = delivery(&mut client, &slow).await;
-        if let Some(a) = d.attempts.first() {
-            assert_eq!(a.http_status, 0);
-            assert!(a.error.contains("timed out"), "{a:?}");
-            assert!(a.duration_ms < 5_000, "{a:?}");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no attempt recorded");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let a = first_attempt(&mut client, &slow).await;
+    assert_eq!(a.http_status, 0);
+    assert!(a.error.contains("timed out"), "{a:?}");
+    assert!(a.duration_ms < 5_000, "{a:?}");
 }
 
 async fn redirects_are_not_followed(backend: Backend) {
@@ -379,12 +378,7 @@ async fn redirects_are_not_followed(backend: Backend) {
             4,
         ),
     );
-    configure(
-        &server,
-        json!({"ai_interview_id": 3,
-        "webhooks": {"start": {"status": true, "url": receiver.url("/moved")}}}),
-    )
-    .await;
+    configure_start(&server, 3, &receiver.url("/moved")).await;
     let mut client = events(&server).await;
     let id = publish_id(&mut client, 3, pb::Event::Start).await;
 
@@ -402,12 +396,7 @@ async fn gone_disables_the_webhook(backend: Backend) {
     let server = start(backend).await;
     let receiver = Receiver::start().await;
     receiver.script("/gone", [Answer::Status(410)]);
-    configure(
-        &server,
-        json!({"ai_interview_id": 9,
-        "webhooks": {"start": {"status": true, "url": receiver.url("/gone")}}}),
-    )
-    .await;
+    configure_start(&server, 9, &receiver.url("/gone")).await;
     let mut client = events(&server).await;
     let id = publish_id(&mut client, 9, pb::Event::Start).await;
 
@@ -457,12 +446,7 @@ async fn private_targets_are_checked_when_connecting(backend: Backend) {
     let metadata = json!({"ai_interview_id": 1,
         "webhooks": {"start": {"status": true, "url": "http://169.254.169.254/latest"}}});
     assert_eq!(server.put(&metadata.to_string()).await.status, 400);
-    configure(
-        &server,
-        json!({"ai_interview_id": 1,
-        "webhooks": {"start": {"status": true, "url": receiver.localhost_url("/h")}}}),
-    )
-    .await;
+    configure_start(&server, 1, &receiver.localhost_url("/h")).await;
     let mut client = events(&server).await;
     publish_id(&mut client, 1, pb::Event::Start).await;
     receiver.wait_for("/h", 1, WAIT).await;
@@ -476,12 +460,7 @@ async fn private_targets_are_checked_when_connecting(backend: Backend) {
             "http://{host}:{}/h",
             receiver.localhost_url("").rsplit(':').next().unwrap()
         );
-        configure(
-            &server,
-            json!({"ai_interview_id": 2,
-            "webhooks": {"start": {"status": true, "url": url}}}),
-        )
-        .await;
+        configure_start(&server, 2, &url).await;
         names.push(url);
     } else {
         eprintln!(
@@ -492,18 +471,7 @@ async fn private_targets_are_checked_when_connecting(backend: Backend) {
     let mut client = events(&server).await;
     for (n, url) in names.iter().enumerate() {
         let id = publish_id(&mut client, n as i64 + 1, pb::Event::Start).await;
-        let deadline = std::time::Instant::now() + WAIT;
-        let attempt = loop {
-            let d = delivery(&mut client, &id).await;
-            if let Some(a) = d.attempts.first() {
-                break a.clone();
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no attempt recorded for {url}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let attempt = first_attempt(&mut client, &id).await;
         assert_eq!(attempt.http_status, 0, "{url}");
         assert!(attempt.error.contains("loopback"), "{url}: {attempt:?}");
     }
@@ -603,12 +571,7 @@ async fn an_idempotency_key_creates_one_delivery(backend: Backend) {
 async fn redeliver_sends_again_with_the_same_id(backend: Backend) {
     let server = start(backend).await;
     let receiver = Receiver::start().await;
-    configure(
-        &server,
-        json!({"ai_interview_id": 6,
-        "webhooks": {"start": {"status": true, "url": receiver.url("/h")}}}),
-    )
-    .await;
+    configure_start(&server, 6, &receiver.url("/h")).await;
     let mut client = events(&server).await;
     let id = publish_id(&mut client, 6, pb::Event::Start).await;
     settled(&mut client, &id).await;
@@ -735,12 +698,7 @@ async fn a_test_event_is_sent_now_and_reported(backend: Backend) {
 async fn rotation_signs_with_both_secrets(backend: Backend) {
     let server = start(backend).await;
     let receiver = Receiver::start().await;
-    configure(
-        &server,
-        json!({"ai_interview_id": 2,
-        "webhooks": {"start": {"status": true, "url": receiver.url("/h")}}}),
-    )
-    .await;
+    configure_start(&server, 2, &receiver.url("/h")).await;
     let old = signing_secret(&server, 2).await;
     let rotated = server
         .grpc()
@@ -774,12 +732,7 @@ async fn disabling_cancels_what_is_queued(backend: Backend) {
     let server = start(backend).await;
     let receiver = Receiver::start().await;
     receiver.script("/h", std::iter::repeat_n(Answer::Status(500), 10));
-    configure(
-        &server,
-        json!({"ai_interview_id": 7,
-        "webhooks": {"start": {"status": true, "url": receiver.url("/h")}}}),
-    )
-    .await;
+    configure_start(&server, 7, &receiver.url("/h")).await;
     let mut client = events(&server).await;
     let id = publish_id(&mut client, 7, pb::Event::Start).await;
     receiver.wait_for("/h", 1, WAIT).await;
@@ -827,12 +780,7 @@ async fn a_corrected_password_applies_to_the_next_retry(backend: Backend) {
 
 async fn publishing_to_a_disabled_webhook_says_why(backend: Backend) {
     let server = start(backend).await;
-    configure(
-        &server,
-        json!({"ai_interview_id": 11,
-        "webhooks": {"start": {"status": true, "url": "https://example.com/h"}}}),
-    )
-    .await;
+    configure_start(&server, 11, "https://example.com/h").await;
     let mut client = events(&server).await;
 
     let reply = publish(&mut client, 11, pb::Event::Submission, json!({}), None).await;
@@ -864,12 +812,7 @@ async fn shutdown_lets_an_attempt_in_flight_finish(backend: Backend) {
     let mut server = start(backend).await;
     let receiver = Receiver::start().await;
     receiver.script("/slow", [Answer::Slow(Duration::from_millis(700))]);
-    configure(
-        &server,
-        json!({"ai_interview_id": 1,
-        "webhooks": {"start": {"status": true, "url": receiver.url("/slow")}}}),
-    )
-    .await;
+    configure_start(&server, 1, &receiver.url("/slow")).await;
     let mut client = events(&server).await;
     let id = publish_id(&mut client, 1, pb::Event::Start).await;
     receiver.wait_for("/slow", 1, WAIT).await;
@@ -900,12 +843,7 @@ async fn old_finished_deliveries_are_purged(backend: Backend) {
 
     let server = start(backend).await;
     let receiver = Receiver::start().await;
-    configure(
-        &server,
-        json!({"ai_interview_id": 1,
-        "webhooks": {"start": {"status": true, "url": receiver.url("/h")}}}),
-    )
-    .await;
+    configure_start(&server, 1, &receiver.url("/h")).await;
     let mut client = events(&server).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
@@ -961,12 +899,7 @@ async fn events_that_find_the_worker_busy_are_delivered_once(backend: Backend) {
         "/h",
         std::iter::repeat_n(Answer::Slow(Duration::from_millis(50)), EVENTS),
     );
-    configure(
-        &server,
-        json!({"ai_interview_id": 21,
-        "webhooks": {"start": {"status": true, "url": receiver.url("/h")}}}),
-    )
-    .await;
+    configure_start(&server, 21, &receiver.url("/h")).await;
 
     let mut client = events(&server).await;
     let mut ids = Vec::new();
@@ -1001,21 +934,11 @@ async fn a_410_from_a_replaced_url_leaves_the_new_one_enabled(backend: Backend) 
         "/old",
         [Answer::SlowStatus(Duration::from_millis(500), 410)],
     );
-    configure(
-        &server,
-        json!({"ai_interview_id": 31,
-        "webhooks": {"start": {"status": true, "url": receiver.url("/old")}}}),
-    )
-    .await;
+    configure_start(&server, 31, &receiver.url("/old")).await;
     let mut client = events(&server).await;
     let id = publish_id(&mut client, 31, pb::Event::Start).await;
     receiver.wait_for("/old", 1, WAIT).await;
-    configure(
-        &server,
-        json!({"ai_interview_id": 31,
-        "webhooks": {"start": {"status": true, "url": receiver.url("/new")}}}),
-    )
-    .await;
+    configure_start(&server, 31, &receiver.url("/new")).await;
 
     let d = settled(&mut client, &id).await;
     assert_eq!(d.state, pb::DeliveryState::Failed as i32, "{d:?}");
@@ -1034,12 +957,7 @@ async fn the_first_attempt_uses_settings_changed_after_the_publish(backend: Back
     let receiver = Receiver::start().await;
     receiver.script("/blocker", [Answer::Slow(Duration::from_millis(400))]);
     for (id, path) in [(41, "/blocker"), (42, "/to-disable"), (43, "/before")] {
-        configure(
-            &server,
-            json!({"ai_interview_id": id,
-            "webhooks": {"start": {"status": true, "url": receiver.url(path)}}}),
-        )
-        .await;
+        configure_start(&server, id, &receiver.url(path)).await;
     }
     let mut client = events(&server).await;
     publish_id(&mut client, 41, pb::Event::Start).await;
@@ -1053,12 +971,7 @@ async fn the_first_attempt_uses_settings_changed_after_the_publish(backend: Back
         json!({"ai_interview_id": 42, "webhooks": {"start": {"status": false}}}),
     )
     .await;
-    configure(
-        &server,
-        json!({"ai_interview_id": 43,
-        "webhooks": {"start": {"status": true, "url": receiver.url("/after")}}}),
-    )
-    .await;
+    configure_start(&server, 43, &receiver.url("/after")).await;
 
     let d = settled(&mut client, &disabled).await;
     assert_eq!(d.state, pb::DeliveryState::Cancelled as i32, "{d:?}");
@@ -1075,12 +988,7 @@ async fn a_nul_in_the_answer_is_recorded(backend: Backend) {
     let server = start(backend).await;
     let receiver = Receiver::start().await;
     receiver.script("/nul", [Answer::WithBody(200, "ok\0nul")]);
-    configure(
-        &server,
-        json!({"ai_interview_id": 51,
-        "webhooks": {"start": {"status": true, "url": receiver.url("/nul")}}}),
-    )
-    .await;
+    configure_start(&server, 51, &receiver.url("/nul")).await;
     let mut client = events(&server).await;
     let id = publish_id(&mut client, 51, pb::Event::Start).await;
 
@@ -1100,12 +1008,7 @@ async fn a_retry_sooner_than_the_poll_is_made_on_time(backend: Backend) {
     let server = TestServer::start_with(backend, options).await;
     let receiver = Receiver::start().await;
     receiver.script("/h", [Answer::Status(500)]);
-    configure(
-        &server,
-        json!({"ai_interview_id": 61,
-        "webhooks": {"start": {"status": true, "url": receiver.url("/h")}}}),
-    )
-    .await;
+    configure_start(&server, 61, &receiver.url("/h")).await;
     let mut client = events(&server).await;
     // Let the worker's first poll pass, so that the next one is about 5 s away.
     tokio::time::sleep(Duration::from_millis(200)).await;

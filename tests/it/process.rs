@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
-use crate::common::{ApiKey, Backend, TestDatabase};
+use crate::common::{ApiKey, Backend, SETTINGS_PATH, TestDatabase};
 use crate::receiver::Receiver;
 
 /// A `serve` process; killed (SIGKILL) when dropped.
@@ -117,23 +117,8 @@ impl Server {
     }
 
     async fn configure(&self, key: &str, url: &str) {
-        let body = json!({"ai_interview_id": 1,
-            "webhooks": {"start": {"status": true, "url": url}}});
-        let reply = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .unwrap()
-            .put(format!(
-                "http://{}/ai-interviews/settings/webhooks/",
-                self.http
-            ))
-            .header("apiKey", key)
-            .header("Content-Type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(reply.status(), 200);
+        let (status, body) = put_start(self.http, key, 1, url).await;
+        assert_eq!(status, 200, "{body}");
     }
 }
 
@@ -331,7 +316,10 @@ async fn crossing_updates(backend: Backend) {
         .unwrap()
         .clone();
     for id in 1..=4 {
-        assert_eq!(put_start(a.http, &key, id, 0).await.0, 200);
+        assert_eq!(
+            put_start(a.http, &key, id, "https://example.com/0").await.0,
+            200
+        );
     }
 
     let mut tasks = Vec::new();
@@ -347,7 +335,8 @@ async fn crossing_updates(backend: Backend) {
             let mut failures = Vec::new();
             for round in 0..25 {
                 for id in &order {
-                    let (status, body) = put_start(server, &key, *id, round).await;
+                    let url = format!("https://example.com/{round}");
+                    let (status, body) = put_start(server, &key, *id, &url).await;
                     if status != 200 {
                         failures.push((status, body));
                     }
@@ -368,14 +357,16 @@ async fn crossing_updates(backend: Backend) {
     );
 }
 
-async fn put_start(server: SocketAddr, key: &str, id: i64, round: usize) -> (u16, String) {
+/// Points interview `id`'s `start` webhook at `url` through the REST adapter of the server
+/// at `server`; the answer's status and body.
+async fn put_start(server: SocketAddr, key: &str, id: i64, url: &str) -> (u16, String) {
     let body = json!({"ai_interview_id": id,
-        "webhooks": {"start": {"status": true, "url": format!("https://example.com/{round}")}}});
+        "webhooks": {"start": {"status": true, "url": url}}});
     let reply = reqwest::Client::builder()
         .no_proxy()
         .build()
         .unwrap()
-        .put(format!("http://{server}/ai-interviews/settings/webhooks/"))
+        .put(format!("http://{server}{SETTINGS_PATH}"))
         .header("apiKey", key)
         .header("Content-Type", "application/json")
         .body(body.to_string())

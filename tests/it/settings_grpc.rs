@@ -28,6 +28,22 @@ fn webhook(url: &str) -> pb::Webhook {
     }
 }
 
+/// Only the `start` webhook, enabled at `url`.
+fn start_only(url: &str) -> pb::Webhooks {
+    pb::Webhooks {
+        start: Some(webhook(url)),
+        ..Default::default()
+    }
+}
+
+/// Only the `submission` webhook, enabled at `url`.
+fn submission_only(url: &str) -> pb::Webhooks {
+    pb::Webhooks {
+        submission: Some(webhook(url)),
+        ..Default::default()
+    }
+}
+
 fn apikey(key: &str, value: &str) -> pb::WebhookAuth {
     pb::WebhookAuth {
         r#type: "apikey".to_owned(),
@@ -133,13 +149,7 @@ async fn update_then_get(backend: Backend) {
 
     // A partial update keeps the rest and moves update_time, not create_time.
     let later = client
-        .update_webhooks(update(
-            5,
-            pb::Webhooks {
-                submission: Some(webhook("https://example.com/submission")),
-                ..Default::default()
-            },
-        ))
+        .update_webhooks(update(5, submission_only("https://example.com/submission")))
         .await
         .unwrap()
         .into_inner();
@@ -159,13 +169,7 @@ async fn field_violations(backend: Backend) {
     let srv = TestServer::start(backend).await;
     let mut client = srv.grpc().await;
     client
-        .update_webhooks(update(
-            9,
-            pb::Webhooks {
-                start: Some(webhook("https://example.com/start")),
-                ..Default::default()
-            },
-        ))
+        .update_webhooks(update(9, start_only("https://example.com/start")))
         .await
         .unwrap();
     let before = client.get_webhooks(get(9)).await.unwrap().into_inner();
@@ -178,24 +182,12 @@ async fn field_violations(backend: Backend) {
         ),
         (
             "ftp URL",
-            update(
-                9,
-                pb::Webhooks {
-                    start: Some(webhook("ftp://example.com/x")),
-                    ..Default::default()
-                },
-            ),
+            update(9, start_only("ftp://example.com/x")),
             vec!["webhooks.start.url"],
         ),
         (
             "metadata URL",
-            update(
-                9,
-                pb::Webhooks {
-                    submission: Some(webhook("http://169.254.169.254/latest")),
-                    ..Default::default()
-                },
-            ),
+            update(9, submission_only("http://169.254.169.254/latest")),
             vec!["webhooks.submission.url"],
         ),
         (
@@ -240,13 +232,7 @@ async fn field_violations(backend: Backend) {
         ),
         (
             "zero interview id and a bad URL",
-            update(
-                0,
-                pb::Webhooks {
-                    start: Some(webhook("not a url")),
-                    ..Default::default()
-                },
-            ),
+            update(0, start_only("not a url")),
             vec!["ai_interview_id", "webhooks.start.url"],
         ),
     ];
@@ -338,15 +324,9 @@ async fn not_found_and_other_accounts(backend: Backend) {
     let status = mine.get_webhooks(get(3)).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
 
-    mine.update_webhooks(update(
-        3,
-        pb::Webhooks {
-            start: Some(webhook("https://example.com/mine")),
-            ..Default::default()
-        },
-    ))
-    .await
-    .unwrap();
+    mine.update_webhooks(update(3, start_only("https://example.com/mine")))
+        .await
+        .unwrap();
     let stored = mine.get_webhooks(get(3)).await.unwrap().into_inner();
 
     for status in [
@@ -364,13 +344,7 @@ async fn not_found_and_other_accounts(backend: Backend) {
     }
 
     theirs
-        .update_webhooks(update(
-            3,
-            pb::Webhooks {
-                start: Some(webhook("https://example.com/theirs")),
-                ..Default::default()
-            },
-        ))
+        .update_webhooks(update(3, start_only("https://example.com/theirs")))
         .await
         .unwrap();
     assert_eq!(
@@ -394,13 +368,7 @@ async fn unauthenticated(backend: Backend) {
         let status = client.get_webhooks(get(1)).await.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated, "{key:?}: {status:?}");
         let status = client
-            .update_webhooks(update(
-                1,
-                pb::Webhooks {
-                    start: Some(webhook("https://example.com/s")),
-                    ..Default::default()
-                },
-            ))
+            .update_webhooks(update(1, start_only("https://example.com/s")))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated, "{key:?}: {status:?}");
@@ -424,13 +392,7 @@ async fn signing_secret(backend: Backend) {
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
 
     client
-        .update_webhooks(update(
-            4,
-            pb::Webhooks {
-                start: Some(webhook("https://example.com/start")),
-                ..Default::default()
-            },
-        ))
+        .update_webhooks(update(4, start_only("https://example.com/start")))
         .await
         .unwrap();
     let first = client
@@ -455,13 +417,7 @@ async fn signing_secret(backend: Backend) {
 
     // Stable until rotated, and unaffected by settings changes.
     client
-        .update_webhooks(update(
-            4,
-            pb::Webhooks {
-                submission: Some(webhook("https://example.com/sub")),
-                ..Default::default()
-            },
-        ))
+        .update_webhooks(update(4, submission_only("https://example.com/sub")))
         .await
         .unwrap();
     let again = client
@@ -473,13 +429,7 @@ async fn signing_secret(backend: Backend) {
 
     // Another interview has its own.
     client
-        .update_webhooks(update(
-            6,
-            pb::Webhooks {
-                start: Some(webhook("https://example.com/start")),
-                ..Default::default()
-            },
-        ))
+        .update_webhooks(update(6, start_only("https://example.com/start")))
         .await
         .unwrap();
     let other = client
